@@ -1,0 +1,119 @@
+"""Checkpoints as plain dicts of tensors and primitives: atomic to write, safe to load.
+
+Every file this toolchain writes loads with `torch.load(path, weights_only=True)`:
+    {"format": FORMAT, "kind": "dense" | "pruned" | "slim",
+     "model": ModelSpec dict, "state_dict": {...},
+     "masks": {param name: bool tensor}        # pruned: what is held at zero
+     "pruning_history": [[module, is_out, idxs], ...]   # slim: Torch-Pruning's record
+     "meta": {...}}                            # dataset, accuracy, epochs, seed, versions, ...
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .env import versions  # noqa: F401  (re-exported for callers that save)
+from .errors import CompressError
+from .models import ModelSpec
+
+FORMAT = "compress-checkpoint/1"
+
+
+def check_writable(path: Path, force: bool = True) -> Path:
+    """Fail early (before hours of training) if `path` cannot be written, or exists without force."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise CompressError(f"{path} already exists", "pass --force to overwrite it, or choose another --out")
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CompressError(f"cannot create folder {parent} ({e.strerror})", "choose a writable --out") from None
+    if not os.access(parent, os.W_OK):
+        raise CompressError(f"folder {parent} is not writable", "choose a writable --out")
+    return path
+
+
+def atomic_write(path: Path, write) -> Path:
+    """Call `write(tmp_path)`, then rename onto `path`: readers never see a partial file."""
+    path = Path(path)
+    check_writable(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would surprise whoever shares the run folder
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(path: Path, payload: dict) -> Path:
+    """Write `payload` atomically, after proving it reloads with weights_only=True."""
+    payload = {"format": FORMAT, **payload}
+
+    def write(tmp: Path):
+        torch.save(payload, tmp)
+        torch.load(tmp, map_location="cpu", weights_only=True)  # refuses anything not plain data
+
+    return atomic_write(path, write)
+
+
+def load_checkpoint(path: Path | str, *, kinds: tuple[str, ...] | None = None) -> dict:
+    """Read a checkpoint of ours; missing, corrupt and foreign files are clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CompressError(f"checkpoint {path} does not exist", "check the path (a run folder lists its models in manifest.json)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (zipfile.BadZipFile, EOFError, RuntimeError, OSError) as e:
+        raise CompressError(f"{path} is not a readable checkpoint ({_short(e)})", "the file is truncated or corrupt; re-create it") from None
+    except Exception as e:  # weights_only refusal: pickled modules, argparse namespaces, ...
+        raise CompressError(f"{path} is not a compress checkpoint ({_short(e)})",
+                            "it holds pickled objects; only files written by this toolchain are accepted") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CompressError(f"{path} is not a compress checkpoint",
+                            "train one with `compress train`, or prune one with `compress unstructured|filter`")
+    if kinds and ckpt.get("kind") not in kinds:
+        raise CompressError(f"{path} is a {ckpt.get('kind')} model; this command needs a {' or '.join(kinds)} model")
+    return ckpt
+
+
+def _short(e: Exception) -> str:
+    return str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+
+
+def model_from_checkpoint(ckpt: dict) -> nn.Module:
+    """Rebuild the exact module a checkpoint describes (slim ones replay their pruning history)."""
+    spec = ModelSpec.from_dict(ckpt["model"])
+    model = spec.build()
+    if ckpt.get("kind") == "slim":
+        from .slim import replay_history
+
+        replay_history(model, ckpt["pruning_history"], spec)
+    load_state(model, ckpt["state_dict"], ckpt["model"].get("name", "?"))
+    model.eval()
+    return model
+
+
+def load_state(model: nn.Module, state: dict, name: str) -> None:
+    """`load_state_dict` with a message a user can act on when the architecture differs."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or wrong:
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
+                  else f"shape of {wrong[0]}: file {tuple(state[wrong[0]].shape)} vs model {tuple(own[wrong[0]].shape)}")
+        raise CompressError(f"the weights do not fit a {name} model ({detail})",
+                            "the checkpoint was made for another architecture or width; pass the matching --model/--width")
+    model.load_state_dict(state)

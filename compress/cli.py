@@ -1,0 +1,295 @@
+"""The `compress` command: argument parsing and printing only; every subcommand calls the library.
+
+Errors a user can fix are `CompressError`s: one line on stderr, exit code 2. `--debug` shows
+the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .console import err, out
+from .errors import CompressError
+
+COMMANDS: dict[str, "Command"] = {}
+
+
+class Command:
+    """A subcommand: `add_arguments(parser)` and `run(args) -> exit code`."""
+
+    name = ""
+    help = ""
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def command(cls):
+    COMMANDS[cls.name] = cls()
+    return cls
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors that point at --help (exit code 2, like every user error)."""
+
+    def error(self, message: str):
+        err.print(f"[bold red]error:[/bold red] {self.prog}: {message}; see `{self.prog} --help`", soft_wrap=True)
+        sys.exit(2)
+
+
+# --------------------------------------------------------------------------- shared options
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {v})")
+    return v
+
+
+def ratio(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"a sparsity ratio must be in [0, 1) (got {v}); e.g. 0.8 for 80%")
+    return v
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="auto", metavar="SOURCE",
+                   help="CIFAR-10 folder (cifar-10-batches-py), 'sample' (bundled 4068/1017 images), 'cifar10' "
+                        "(cache or download), 'imagefolder:PATH', or 'auto' (cache, download, else sample)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: cuda when available)")
+
+
+def add_train_args(p: argparse.ArgumentParser, epochs: int | None, lr: float | None) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=positive_int, default=epochs, help=f"epochs of the training set (default {epochs})")
+    g.add_argument("--lr", type=float, default=lr, help=f"peak learning rate at batch 128 (default {lr})")
+    g.add_argument("--batch-size", type=positive_int, default=128, help="images per step (default 128)")
+    g.add_argument("--seed", type=int, default=0, help="seed for init, shuffling and augmentation (default 0)")
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="vgg13", help="architecture name (see `compress models`; default vgg13)")
+    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier (default 1.0; tests use 0.125)")
+
+
+def train_config(args, base=None):
+    from .train import TrainConfig
+
+    cfg = base or TrainConfig()
+    changes = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size),
+                                 ("seed", args.seed)) if v is not None}
+    return type(cfg)(**{**cfg.to_dict(), **changes})
+
+
+# --------------------------------------------------------------------------- commands
+@command
+class Models(Command):
+    name = "models"
+    help = "list the registered architectures"
+
+    def run(self, args) -> int:
+        from rich.table import Table
+
+        from .models import describe_models
+
+        t = Table(title="registered models")
+        t.add_column("name")
+        t.add_column("description")
+        for n, d in describe_models().items():
+            t.add_row(n, d)
+        out.print(t)
+        return 0
+
+
+@command
+class Train(Command):
+    name = "train"
+    help = "train a dense baseline from scratch"
+
+    def add_arguments(self, p):
+        add_model_args(p)
+        add_data_args(p)
+        add_train_args(p, epochs=None, lr=None)
+        p.add_argument("--out", type=Path, default=None,
+                       help="checkpoint path (default runs/dense/MODEL_dense_eEPOCHS_sSEED.pt)")
+        p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+
+    def run(self, args) -> int:
+        from .baseline import train_baseline
+        from .checkpoint import check_writable
+        from .data import load_dataset
+        from .env import resolve_device
+        from .models import ModelSpec, create_model
+        from .presets import dense_config
+
+        cfg = train_config(args, dense_config(args.model))
+        create_model(args.model, width=args.width)  # unknown names fail before data is read
+        path = args.out or Path("runs/dense") / f"{args.model}_dense_e{cfg.epochs}_s{cfg.seed}.pt"
+        check_writable(path, force=args.force)
+        device = resolve_device(args.device)
+        data = load_dataset(args.data).to(device)
+        spec = ModelSpec(args.model, data.num_classes, args.width, data.image_size)
+        ckpt = train_baseline(spec, data, cfg, path, device=device, force=args.force)
+        from .render import training_summary
+
+        out.print(training_summary(ckpt, path))
+        return 0
+
+
+class _Prune(Command):
+    """Shared options of `compress unstructured|filter|nm`."""
+
+    kind = ""
+
+    def add_arguments(self, p):
+        g = p.add_argument_group("what to prune")
+        if self.kind != "nm":
+            g.add_argument("--ratio", type=ratio, default=None,
+                           help="overall target sparsity, e.g. 0.8 (unstructured) or 0.4 (filter)")
+            g.add_argument("--config", type=Path, default=None, metavar="YAML",
+                           help="layer ratios file (prune_ratios: {param name: ratio}); see configs/")
+            g.add_argument("--allocation", choices=("auto", "uniform", "global"), default="auto",
+                           help="layer ratios without --config: auto (a shipped ratio file for this model and "
+                                "ratio when there is one, else uniform), uniform, or global ranking")
+        if self.kind == "filter":
+            g.add_argument("--round-to", type=int, default=0, metavar="M",
+                           help="keep a multiple of M filters per layer (8, 16: faster kernels); overall "
+                                "sparsity stays >= --ratio")
+        if self.kind == "nm":
+            g.add_argument("--nm", default="2:4", help="N:M pattern: keep N of every M input channels (default 2:4)")
+        g.add_argument("--criterion", choices=("magnitude", "taylor", "synflow"), default="magnitude",
+                       help="importance score (default magnitude: |w|, or filter L2 norm)")
+        s = p.add_argument_group("schedule")
+        m = s.add_mutually_exclusive_group()
+        m.add_argument("--omp", action="store_true", help="one-shot: prune once, then retrain (default)")
+        m.add_argument("--imp", type=positive_int, metavar="K", help="iterative: K prune/retrain rounds (K >= 3 advised)")
+        s.add_argument("--schedule", default="geometric",
+                       help="IMP round targets: geometric (1-(1-s)^(k/K)), linear, or a list like 0.5,0.7,0.8")
+        s.add_argument("--rewind", choices=("finetune", "lr", "weights"), default="lr",
+                       help="retraining each round: finetune (small constant lr), lr (rewind the lr schedule; "
+                            "default), weights (lottery ticket: rewind weights to an early dense epoch)")
+        d = p.add_argument_group("dense model")
+        add_model_args(d)
+        d.add_argument("--checkpoint", type=Path, default=None, metavar="DENSE.pt",
+                       help="dense model to prune (default: train one, cached and reused)")
+        d.add_argument("--dense-epochs", type=positive_int, default=None,
+                       help="epochs for a baseline trained here (default from presets)")
+        add_data_args(p)
+        add_train_args(p, epochs=None, lr=None)
+        p._action_groups[-1].title = "retraining (--epochs is the total over all rounds)"
+        o = p.add_argument_group("output")
+        o.add_argument("--out", type=Path, default=None, metavar="DIR",
+                       help="run folder (default runs/MODEL_KIND_RATIO_SCHEDULE)")
+        o.add_argument("--resume", action="store_true", help="continue an interrupted run from its last round")
+        o.add_argument("--force", action="store_true", help="replace an existing run folder")
+        for stage in ("slim", "export", "bench", "report"):
+            o.add_argument(f"--no-{stage}", action="store_true", help=f"skip the {stage} stage")
+
+    def run(self, args) -> int:
+        from .data import load_dataset
+        from .env import resolve_device
+        from .pipeline import PruneOptions, run_prune
+        from .presets import dense_config, retrain_config
+        from .render import prune_summary
+
+        if args.checkpoint is None:
+            from .models import create_model
+
+            create_model(args.model, width=args.width)  # unknown names fail before anything else
+        retrain = train_config(args, retrain_config(args.model))
+        dense = dense_config(args.model)
+        if args.dense_epochs:
+            dense = type(dense)(**{**dense.to_dict(), "epochs": args.dense_epochs, "seed": args.seed})
+        else:
+            dense = type(dense)(**{**dense.to_dict(), "seed": args.seed})
+        opts = PruneOptions(
+            kind=self.kind, ratio=getattr(args, "ratio", None), config=getattr(args, "config", None),
+            allocation=getattr(args, "allocation", "auto"), round_to=getattr(args, "round_to", 0),
+            method="imp" if args.imp else "omp", rounds=args.imp or 1, schedule=args.schedule,
+            rewind=args.rewind, criterion=args.criterion, nm=parse_nm(getattr(args, "nm", "2:4")),
+            model=args.model, width=args.width, checkpoint=args.checkpoint, dense=dense, retrain=retrain,
+            out=args.out, resume=args.resume, force=args.force,
+            stages=tuple(s for s in ("slim", "export", "bench", "report") if not getattr(args, f"no_{s}")))
+        device = resolve_device(args.device)
+        data = load_dataset(args.data).to(device)
+        manifest = run_prune(opts, data, device)
+        out.print(prune_summary(manifest))
+        return 0
+
+
+def parse_nm(text: str) -> tuple[int, int]:
+    try:
+        n, m = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise CompressError(f"--nm {text!r} is not N:M", "e.g. --nm 2:4") from None
+    return n, m
+
+
+@command
+class Unstructured(_Prune):
+    name = kind = "unstructured"
+    help = "unstructured magnitude pruning (per-weight masks), OMP or IMP"
+
+
+@command
+class Filter(_Prune):
+    name = kind = "filter"
+    help = "filter pruning (whole output filters by L2 norm), OMP or IMP"
+
+
+@command
+class NM(_Prune):
+    name = kind = "nm"
+    help = "N:M semi-structured pruning (2:4 by default), OMP or IMP"
+
+
+# --------------------------------------------------------------------------- entry point
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = Parser(
+        prog="compress",
+        description="Prune CNNs, physically remove what was pruned, export slim ONNX models and measure them.",
+        epilog="Run `compress COMMAND --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"compress {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+        cmd.add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error (already printed)
+        return int(e.code or 0)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command].run(args) or 0
+    except CompressError as e:
+        if args.debug:
+            raise
+        err.print(f"[bold red]error:[/bold red] {e}", soft_wrap=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted; finished files are intact, unfinished ones were not written")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""The shared rich consoles: tables and results on stdout, notices and progress on stderr."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+import os
+import sys
+
+# Piped output (logs, CI) gets 120 columns rather than rich's 80, so tables do not wrap.
+_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120
+out = Console(highlight=False, width=_WIDTH)
+err = Console(stderr=True, highlight=False, width=_WIDTH)
+
+
+def notice(message: str) -> None:
+    """A visible, non-fatal remark (which data is in use, what was skipped and why)."""
+    err.print(f"[yellow]note:[/yellow] {message}")
+
+
+def progress(transient: bool = False) -> Progress:
+    """A progress display with a free-text status field for loss/accuracy/throughput."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(bar_width=24),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=transient,
+    )

@@ -1,0 +1,60 @@
+"""The machine and libraries a result came from: recorded beside every number we print."""
+from __future__ import annotations
+
+import os
+import platform
+
+import torch
+
+from .errors import CompressError
+
+
+def resolve_device(name: str | None = "auto") -> torch.device:
+    """`auto` picks CUDA when present; asking for CUDA without one is an error, not a fallback."""
+    name = name or "auto"
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CompressError("--device cuda was asked for but no CUDA GPU is available", "use --device cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise CompressError(f"unknown device {name!r}", "use auto, cpu or cuda") from None
+
+
+def versions() -> dict:
+    """Library versions worth recording beside any result."""
+    import torchvision
+
+    out = {"python": platform.python_version(), "torch": str(torch.__version__),
+           "torchvision": str(torchvision.__version__)}
+    for mod in ("torch_pruning", "onnx", "onnxruntime"):
+        try:
+            out[mod] = str(__import__(mod).__version__)
+        except Exception:
+            pass
+    return out
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    """CPU, threads, GPU and versions, for benchmark headers and reports."""
+    info = {
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    info.update(versions())
+    return info

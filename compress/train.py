@@ -1,0 +1,227 @@
+"""One training loop, read top to bottom: dense training and masked retraining share it.
+
+Recipe (torchvision references + "Bag of Tricks"): SGD with Nesterov momentum, label
+smoothing, linear warm-up then cosine (or one-cycle) decay per step, weight decay only on
+conv/linear weights (not BatchNorm or biases). On CUDA: bf16 autocast and channels_last.
+Masking is a hook: with `masks`, pruned gradients are zeroed before each step (so momentum
+never accumulates for them) and pruned weights are re-zeroed after it (so nothing, weight
+decay included, can bring them back).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .console import progress
+from .data import Dataset, Loader, eval_loader
+from .errors import CompressError
+from .masks import MaskEnforcer
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 128  # images per optimiser step
+    lr: float = 0.1  # peak learning rate for batch 128; scaled linearly with batch_size
+    momentum: float = 0.9  # Nesterov
+    weight_decay: float = 5e-4  # conv/linear weights only
+    label_smoothing: float = 0.1
+    warmup_epochs: float = 2.0  # linear warm-up from lr/10 (epochs of the training set)
+    schedule: str = "cosine"  # "cosine" | "onecycle" (linear decay) | "constant"
+    final_lr_fraction: float = 0.0  # lr at the last step, as a fraction of the peak
+    seed: int = 0
+    eval_every: int = 1  # evaluate on the test split every N epochs (0: only at the end)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)
+    test_acc: float = float("nan")
+    test_loss: float = float("nan")
+    seconds: float = 0.0
+    images_per_s: float = 0.0
+
+
+class TrainingDiverged(CompressError):
+    def __init__(self, epoch: int, step: int):
+        super().__init__(f"training diverged: the loss became non-finite at epoch {epoch}, step {step}",
+                         "lower --lr (or --batch-size); the last good checkpoint is kept")
+        self.epoch = epoch
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str, final: float) -> float:
+    """Learning-rate multiplier at `step` of `total` (0-based)."""
+    if step < warmup:
+        return 0.1 + 0.9 * (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    t = (step - warmup) / max(1, total - warmup)
+    if schedule == "cosine":
+        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t))
+    if schedule == "onecycle":
+        return final + (1 - final) * (1 - t)
+    raise CompressError(f"unknown schedule {schedule!r}", "use cosine, onecycle or constant")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on conv/linear weights; none on BatchNorm parameters and biases."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; plain fp32 elsewhere (CPU bf16 is slower without AMX)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Dataset, device: torch.device | str | None = None,
+             batch_size: int = 500, split: str = "test") -> tuple[float, float]:
+    """Top-1 accuracy (%) and mean cross-entropy on a split."""
+    device = torch.device(device or next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), device=device)
+    loss_sum = torch.zeros((), device=device)
+    n = 0
+    for xb, yb in eval_loader(data, batch_size, split, channels_last=device.type == "cuda"):
+        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        with autocast(device):
+            logits = model(xb)
+        loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
+        correct += (logits.argmax(1) == yb).sum()
+        n += yb.numel()
+    model.train(was_training)
+    return 100.0 * correct.item() / n, loss_sum.item() / n
+
+
+def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu",
+          masks: dict[str, torch.Tensor] | None = None, label: str = "train",
+          on_epoch: Callable[[int, dict], None] | None = None, show: bool = True) -> TrainResult:
+    """Train `model` in place on `data` (already on `device`); returns per-epoch history.
+
+    `on_epoch(epoch, record)` runs after each epoch (the CLI saves checkpoints there).
+    """
+    device = torch.device(device)
+    if cfg.epochs <= 0:
+        raise CompressError(f"epochs must be positive (got {cfg.epochs})", "pass --epochs 1 or more")
+    torch.manual_seed(cfg.seed)
+    model.to(device).train()
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    enforcer = MaskEnforcer(model, masks) if masks else None
+    if enforcer:
+        enforcer.apply()
+
+    # ---- data: whole uint8 set on the device, batches cropped/flipped/normalised there
+    generator = torch.Generator().manual_seed(cfg.seed)
+    batch_size = min(cfg.batch_size, data.train_x.shape[0])
+    loader = Loader(data.train_x, data.train_y, batch_size, mean=data.mean, std=data.std, shuffle=True,
+                    augment=True, drop_last=True, generator=generator, channels_last=device.type == "cuda")
+    steps_per_epoch = len(loader)
+    total_steps = cfg.epochs * steps_per_epoch
+
+    # ---- optimiser and per-step schedule
+    peak_lr = cfg.lr * batch_size / 128
+    optimizer = torch.optim.SGD(param_groups(model, cfg.weight_decay), lr=peak_lr, momentum=cfg.momentum,
+                                nesterov=cfg.momentum > 0)
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total_steps, warmup, cfg.schedule, cfg.final_lr_fraction))
+
+    result = TrainResult()
+    step = 0
+    train_seconds = 0.0
+    with progress() if show else _Silent() as bar:
+        task = bar.add_task(label, total=total_steps, status="")
+        for epoch in range(1, cfg.epochs + 1):
+            # ---- one epoch of steps; loss and accuracy accumulate on the device (no syncs)
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device)
+            seen = 0
+            for i, (xb, yb) in enumerate(loader):
+                with autocast(device):
+                    logits = model(xb)
+                    loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if enforcer:
+                    enforcer.mask_grads()
+                optimizer.step()
+                if enforcer:
+                    enforcer.apply()
+                scheduler.step()
+                step += 1
+                loss_sum += loss.detach() * yb.numel()
+                correct += (logits.argmax(1) == yb).sum()
+                seen += yb.numel()
+                if show and (i % 10 == 9 or i == steps_per_epoch - 1):
+                    running = loss_sum.item() / seen
+                    if not math.isfinite(running):
+                        raise TrainingDiverged(epoch, i + 1)
+                    rate = seen / (time.perf_counter() - t0)
+                    bar.update(task, completed=step, status=(
+                        f"epoch {epoch}/{cfg.epochs}  loss {running:.3f}  train {100 * correct.item() / seen:.1f}%"
+                        f"  {_last_test(result)}  {rate:.0f} img/s"))
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+            train_seconds += seconds
+            train_loss = loss_sum.item() / seen
+            if not math.isfinite(train_loss):
+                raise TrainingDiverged(epoch, steps_per_epoch)
+
+            # ---- evaluate, record, hand the epoch to the caller
+            record = {"epoch": epoch, "train_loss": round(train_loss, 4),
+                      "train_acc": round(100 * correct.item() / seen, 2),
+                      "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
+                      "images_per_s": round(seen / seconds, 1)}
+            if (cfg.eval_every and epoch % cfg.eval_every == 0) or epoch == cfg.epochs:
+                acc, tloss = evaluate(model, data, device)
+                record.update(test_acc=round(acc, 2), test_loss=round(tloss, 4))
+                result.test_acc, result.test_loss = acc, tloss
+            if enforcer:
+                enforcer.check()
+            result.history.append(record)
+            if on_epoch:
+                on_epoch(epoch, record)
+    result.seconds = train_seconds
+    result.images_per_s = sum(h["images_per_s"] * h["seconds"] for h in result.history) / max(train_seconds, 1e-9)
+    model.eval()
+    return result
+
+
+def _last_test(result: TrainResult) -> str:
+    for h in reversed(result.history):
+        if "test_acc" in h:
+            return f"test {h['test_acc']:.1f}%"
+    return ""
+
+
+class _Silent:
+    """Stands in for the progress display when `show=False`."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+    def add_task(self, *a, **k):
+        return 0
+
+    def update(self, *a, **k):
+        pass

@@ -1,0 +1,76 @@
+"""`compress train` end to end, and every bad input of the foundation issue: exit 2, one line, nothing written."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from compress.cli import main
+
+
+def run(argv, capsys):
+    code = main(argv)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def test_train_one_epoch_writes_a_safe_checkpoint(tmp_path, capsys):
+    out = tmp_path / "d.pt"
+    code, stdout, _ = run(["train", "--model", "vgg11", "--width", "0.125", "--epochs", "1", "--data", "sample",
+                           "--batch-size", "256", "--out", str(out)], capsys)
+    assert code == 0 and out.exists()
+    ckpt = torch.load(out, weights_only=True)
+    meta = ckpt["meta"]
+    assert ckpt["kind"] == "dense" and meta["complete"] and meta["epochs"] == 1
+    assert meta["dataset"]["train_images"] == 4068 and meta["dataset"]["name"] == "cifar10-sample"
+    assert 0 <= meta["accuracy"] <= 100 and meta["versions"]["torch"]
+    assert ckpt["model"] == {"name": "vgg11", "num_classes": 10, "width": 0.125, "image_size": 32, "in_channels": 3}
+    assert "final test accuracy" in stdout
+    # refuses to overwrite without --force, before any training
+    code, _, err = run(["train", "--model", "vgg11", "--epochs", "1", "--data", "sample", "--out", str(out)], capsys)
+    assert code == 2 and "already exists" in err and "--force" in err
+
+
+def one_line_error(code, err, match):
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and match in lines[0], err
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["train", "--model", "vgg31"], "'vgg13'"),
+    (["train", "--epochs", "0"], "positive integer"),
+    (["train", "--epochs", "-3"], "positive integer"),
+    (["train", "--data", "/nonexistent/cifar"], "does not exist"),
+    (["train", "--model", "vgg11", "--device", "cuda"], "no CUDA GPU"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, match):
+    if "cuda" in argv and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code, _, err = run(argv + ["--out", str(tmp_path / "x.pt")], capsys)
+    one_line_error(code, err, match)
+    assert not list(tmp_path.iterdir())
+
+
+def test_corrupt_batch_is_one_line_and_exit_2(sample_copy, tmp_path, capsys):
+    f = sample_copy / "cifar-10-batches-py" / "data_batch_3"
+    f.write_bytes(f.read_bytes()[:-1000])
+    code, _, err = run(["train", "--data", str(sample_copy), "--out", str(tmp_path / "x.pt")], capsys)
+    one_line_error(code, err, "data_batch_3")
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, _, err = run(["train", "--model", "vgg11", "--data", "sample", "--out", str(blocker / "d.pt")], capsys)
+    one_line_error(code, err, "cannot create folder")
+
+
+def test_help_and_module_entry_point():
+    r = subprocess.run([sys.executable, "-m", "compress", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0
+    for cmd in ("train", "unstructured", "filter", "models"):
+        assert cmd in r.stdout
+    r = subprocess.run([sys.executable, "-m", "compress", "train", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--epochs" in r.stdout
