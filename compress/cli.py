@@ -251,6 +251,45 @@ class NM(_Prune):
     help = "N:M semi-structured pruning (2:4 by default), OMP or IMP"
 
 
+@command
+class Slim(Command):
+    name = "slim"
+    help = "physically remove pruned filters and everything coupled to them (Torch-Pruning)"
+
+    def add_arguments(self, p):
+        p.add_argument("model", type=Path, help="filter-pruned model (e.g. Imp_filter_0.40_acc_70.12.pt)")
+        p.add_argument("--out", type=Path, default=None, help="slim model path (default: MODEL_slim.pt beside it)")
+        p.add_argument("--round-to", type=int, default=0, metavar="M",
+                       help="also remove the weakest live filters so every layer keeps a multiple of M "
+                            "(faster kernels; accuracy can change and is re-measured)")
+        p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+        add_data_args(p)
+
+    def run(self, args) -> int:
+        from .checkpoint import check_writable, load_checkpoint, save_checkpoint
+        from .data import load_dataset
+        from .env import resolve_device
+        from .render import slim_summary
+        from .slim import slim_checkpoint
+
+        ckpt = load_checkpoint(args.model, kinds=("pruned", "dense", "slim"))
+        path = args.out or args.model.with_name(args.model.stem + "_slim.pt")
+        check_writable(path, force=args.force)
+        device = resolve_device(args.device)
+        data = load_dataset(args.data if args.data != "auto" else ckpt["meta"].get("dataset", {}).get("source", "auto"),
+                            quiet=True).to(device)
+        try:
+            payload, result = slim_checkpoint(ckpt, data, round_to=args.round_to, device=device)
+        except CompressError as e:
+            if e.message.startswith("nothing to remove"):
+                out.print(f"nothing to remove: {args.model} has no all-zero filters; no file written")
+                return 0
+            raise
+        save_checkpoint(path, payload)
+        out.print(slim_summary(result.stats, path))
+        return 0
+
+
 # --------------------------------------------------------------------------- entry point
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__

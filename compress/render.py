@@ -60,3 +60,31 @@ def prune_summary(manifest: dict) -> Table:
                   "", "", style="bold")
         t.caption = f"{delta:+.2f} points vs dense  ·  run folder {manifest.get('run_dir', '')}".rstrip()
     return t
+
+
+def slim_summary(stats: dict, path) -> Table:
+    """Dense -> masked -> slim: params, MACs, sparsity, and the equality check."""
+    t = Table(title="channel removal (Torch-Pruning DependencyGraph)")
+    for col in ("", "dense", "masked", "slim", "slim / dense"):
+        t.add_column(col, justify="left" if not col else "right")
+    p, m = stats["params"], stats["macs"]
+    t.add_row("parameters", f"{p['dense']:,}", f"{p['masked']:,}", f"{p['slim']:,}", f"{p['slim'] / p['dense']:.3f}×")
+    t.add_row("MACs / image", f"{m['dense']:,}", f"{m['masked']:,}", f"{m['slim']:,}", f"{m['slim'] / m['dense']:.3f}×")
+    fs, ws = stats["filter_sparsity"], stats["weight_sparsity"]
+    t.add_row("filter sparsity", "0.00%", f"{100 * fs['masked']:.2f}%", f"{100 * fs['slim']:.2f}%", "")
+    t.add_row("weight sparsity", "0.00%", f"{100 * ws['masked']:.2f}%", f"{100 * ws['slim']:.2f}%", "")
+    check = stats.get("check")
+    if check:
+        t.add_row("test accuracy", "", f"{check['acc_masked']:.2f}%", f"{check['acc_slim']:.2f}%", "")
+    t.add_section()
+    wd, wsl = stats["widths"]["dense"], stats["widths"]["slim"]
+    for n in wd:
+        t.add_row(f"  {n} filters", str(wd[n]), "", str(wsl[n]), f"{wsl[n] / wd[n]:.3f}")
+    cap = [f"{stats['filters_removed']} filters removed ({100 * stats['filter_fraction_removed']:.2f}%)"]
+    if stats.get("removed_by_rounding"):
+        cap.append(f"{stats['removed_by_rounding']} of them live filters removed by --round-to {stats['round_to']}")
+    if check:
+        cap.append(f"max relative logit difference {check['max_rel_diff']:.1e} on {check['images']} test images")
+    cap.append(f"saved to {path}")
+    t.caption = "  ·  ".join(cap)
+    return t
