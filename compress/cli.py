@@ -6,6 +6,7 @@ the traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -64,14 +65,19 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="auto", metavar="SOURCE",
                    help="CIFAR-10 folder (cifar-10-batches-py), 'sample' (bundled 4068/1017 images), 'cifar10' "
                         "(cache or download), 'imagefolder:PATH', or 'auto' (cache, download, else sample)")
+    p.add_argument("--image-size", type=positive_int, default=None, metavar="N",
+                   help="resize images to N x N px (image folders: default their own size when all share one, "
+                        "else 64; CIFAR: 32)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: cuda when available)")
 
 
 def add_train_args(p: argparse.ArgumentParser, epochs: int | None, lr: float | None) -> None:
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=positive_int, default=epochs, help=f"epochs of the training set (default {epochs})")
-    g.add_argument("--lr", type=float, default=lr, help=f"peak learning rate at batch 128 (default {lr})")
-    g.add_argument("--batch-size", type=positive_int, default=128, help="images per step (default 128)")
+    g.add_argument("--epochs", type=positive_int, default=epochs,
+                   help="epochs of the training set (default: the recipe's, see compress/presets.py)")
+    g.add_argument("--lr", type=float, default=lr,
+                   help="peak learning rate per 128 images, scaled with the batch size (default: the recipe's)")
+    g.add_argument("--batch-size", type=positive_int, default=None, help="images per step (default: the recipe's)")
     g.add_argument("--seed", type=int, default=0, help="seed for init, shuffling and augmentation (default 0)")
 
 
@@ -135,12 +141,36 @@ class Train(Command):
         path = args.out or Path("runs/dense") / f"{args.model}_dense_e{cfg.epochs}_s{cfg.seed}.pt"
         check_writable(path, force=args.force)
         device = resolve_device(args.device)
-        data = load_dataset(args.data).to(device)
+        data = load_dataset(args.data, image_size=args.image_size).to(device)
         spec = ModelSpec(args.model, data.num_classes, args.width, data.image_size)
         ckpt = train_baseline(spec, data, cfg, path, device=device, force=args.force)
         from .render import training_summary
 
         out.print(training_summary(ckpt, path))
+        return 0
+
+
+@command
+class Sparsity(Command):
+    name = "sparsity"
+    help = "per-layer and overall sparsity of a model (the assignment's test_sparity), as a table and JSON"
+
+    def add_arguments(self, p):
+        p.add_argument("model", type=Path, help="any checkpoint of ours")
+        p.add_argument("--kind", choices=("unstructured", "filter"), default=None,
+                       help="definition to use (default: the kind the model was pruned with)")
+        p.add_argument("--json", type=Path, default=None, help="also write the report to this JSON file")
+
+    def run(self, args) -> int:
+        from .checkpoint import load_checkpoint, model_from_checkpoint
+        from .sparsity import sparsity_report, sparsity_table, write_report
+
+        ckpt = load_checkpoint(args.model)
+        kind = args.kind or ("filter" if ckpt.get("meta", {}).get("prune_kind") == "filter" else "unstructured")
+        report = sparsity_report(model_from_checkpoint(ckpt), kind)
+        out.print(sparsity_table(report, f"{kind} sparsity of {args.model.name}"))
+        if args.json:
+            write_report(report, args.json)
         return 0
 
 
@@ -198,7 +228,7 @@ class _Prune(Command):
         from .env import resolve_device
         from .pipeline import PruneOptions, run_prune
         from .presets import dense_config, retrain_config
-        from .render import prune_summary
+        from .render import artifacts_table, prune_summary
 
         if args.checkpoint is None:
             from .models import create_model
@@ -217,12 +247,19 @@ class _Prune(Command):
             rewind=args.rewind, criterion=args.criterion, nm=parse_nm(getattr(args, "nm", "2:4")),
             model=args.model, width=args.width, checkpoint=args.checkpoint, dense=dense, retrain=retrain,
             out=args.out, resume=args.resume, force=args.force,
-            stages=tuple(s for s in ("slim", "export", "bench", "report") if not getattr(args, f"no_{s}")))
+            stages=tuple(s for s in ("slim", "export", "bench", "report") if not getattr(args, f"no_{s}")),
+            command=args.argv)
         device = resolve_device(args.device)
-        data = load_dataset(args.data).to(device)
+        data = load_dataset(args.data, image_size=args.image_size).to(device)
         manifest = run_prune(opts, data, device)
+        from .sparsity import sparsity_table
+
+        sparsity = json.loads((Path(manifest["run_dir"]) / "sparsity.json").read_text())
+        out.print(sparsity_table(sparsity, f"sparsity of {manifest['result']['path']}"))
         out.print(prune_summary(manifest))
-        return 0
+        out.print(artifacts_table(manifest))
+        failed = [k for k, v in manifest.get("stages", {}).items() if v["status"] == "failed"]
+        return 1 if failed else 0
 
 
 def parse_nm(text: str) -> tuple[int, int]:
@@ -277,7 +314,7 @@ class Slim(Command):
         check_writable(path, force=args.force)
         device = resolve_device(args.device)
         data = load_dataset(args.data if args.data != "auto" else ckpt["meta"].get("dataset", {}).get("source", "auto"),
-                            quiet=True).to(device)
+                            quiet=True, image_size=args.image_size or ckpt["model"].get("image_size")).to(device)
         try:
             payload, result = slim_checkpoint(ckpt, data, round_to=args.round_to, device=device)
         except CompressError as e:
@@ -290,9 +327,64 @@ class Slim(Command):
         return 0
 
 
+@command
+class All(Command):
+    name = "all"
+    help = "the assignment's full set: dense, OMP/IMP x unstructured/filter, slim, ONNX, benchmark, report"
+
+    def add_arguments(self, p):
+        add_model_args(p)
+        p.add_argument("--checkpoint", type=Path, default=None, metavar="DENSE.pt",
+                       help="dense model (default: train one, cached and reused)")
+        p.add_argument("--dense-epochs", type=positive_int, default=None, help="epochs of a baseline trained here")
+        p.add_argument("--unstructured-ratio", type=ratio, default=0.8, help="default 0.8")
+        p.add_argument("--filter-ratio", type=ratio, default=0.4, help="default 0.4")
+        p.add_argument("--imp", type=positive_int, default=3, metavar="K", help="IMP rounds (default 3)")
+        p.add_argument("--allocation", choices=("auto", "uniform", "global"), default="auto",
+                       help="layer ratios: auto (shipped ratio files when they exist), uniform or global")
+        add_data_args(p)
+        add_train_args(p, epochs=None, lr=None)
+        p.add_argument("--out", type=Path, default=None, help="suite folder (default runs/MODEL_all)")
+        p.add_argument("--resume", action="store_true", help="continue an interrupted suite")
+        p.add_argument("--force", action="store_true", help="replace an existing suite folder")
+        for stage in ("slim", "export", "bench", "report"):
+            p.add_argument(f"--no-{stage}", action="store_true", help=f"skip the {stage} stage")
+
+    def run(self, args) -> int:
+        from .data import load_dataset
+        from .env import resolve_device
+        from .models import create_model
+        from .pipeline import PruneOptions, run_all
+        from .presets import dense_config, retrain_config
+        from .render import suite_summary
+
+        create_model(args.model, width=args.width)
+        dense = dense_config(args.model)
+        dense = type(dense)(**{**dense.to_dict(), "seed": args.seed,
+                               **({"epochs": args.dense_epochs} if args.dense_epochs else {})})
+        base = PruneOptions(kind="", allocation=args.allocation, model=args.model, width=args.width,
+                            checkpoint=args.checkpoint, dense=dense, retrain=train_config(args, retrain_config(args.model)),
+                            resume=args.resume, force=args.force, command=args.argv,
+                            stages=tuple(s for s in ("slim", "export", "bench", "report") if not getattr(args, f"no_{s}")))
+        device = resolve_device(args.device)
+        data = load_dataset(args.data).to(device)
+        manifest = run_all(base, {"unstructured": args.unstructured_ratio, "filter": args.filter_ratio}, data, device,
+                           args.out or Path("runs") / f"{args.model}_all", rounds=args.imp)
+        out.print(suite_summary(manifest, args.out or Path("runs") / f"{args.model}_all"))
+        return 0
+
+
 # --------------------------------------------------------------------------- entry point
+COMMAND_MODULES = ("compress.cli_deploy", "compress.cli_analysis")  # register more subcommands on import
+
+
 def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
     from . import __version__
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
 
     parser = Parser(
         prog="compress",
@@ -318,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    args.argv = ["compress", *(sys.argv[1:] if argv is None else argv)]
     try:
         return COMMANDS[args.command].run(args) or 0
     except CompressError as e:

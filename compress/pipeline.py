@@ -16,7 +16,7 @@ from .errors import CompressError
 from .models import ModelSpec, create_model
 from .presets import dense_config, shipped_config
 from .ratios import allocate, planned_sparsity, read_ratio_file, round_to_multiple
-from .schedule import PruneJob, prune
+from .schedule import PruneJob, Run, prune
 from .train import TrainConfig
 
 STAGES = ("slim", "export", "bench", "report")
@@ -45,6 +45,7 @@ class PruneOptions:
     force: bool = False
     stages: tuple[str, ...] = STAGES
     show: bool = True
+    command: list[str] = field(default_factory=list)
 
 
 def resolve_ratios(opts: PruneOptions, model: torch.nn.Module) -> tuple[dict[str, float], float, str]:
@@ -136,7 +137,100 @@ def run_prune(opts: PruneOptions, data: Dataset, device: torch.device) -> dict:
     manifest = prune(job, dense, data, run_dir, device=device, resume=opts.resume, show=opts.show,
                      dense_path=dense_path)
     manifest["ratio_source"] = source
+    manifest["command"] = opts.command
+    manifest.setdefault("artifacts", {})
+    Run(run_dir).write(manifest)
+    return run_stages(run_dir, data, device, opts.stages)
+
+
+# --------------------------------------------------------------------------- deployment stages
+def run_stages(run_dir: Path, data: Dataset, device: torch.device, stages: tuple[str, ...],
+               bench_settings: dict | None = None) -> dict:
+    """Slim (filter runs), export, quick benchmark and report, each recorded in the manifest.
+
+    A stage that fails for a reason outside the user's control (say, an exporter bug for an
+    exotic model) is recorded as failed with its message and the later stages still run;
+    user errors stop the command as usual.
+    """
+    run = Run(run_dir)
+    manifest = run.read()
+    artifacts = manifest.setdefault("artifacts", {})
+    result = run_dir / manifest["result"]["path"]
+    deployable = result
+    if "slim" in stages and manifest["job"]["kind"] == "filter":
+        deployable = _stage(manifest, "slim", lambda: slim_stage(result, run_dir / "slim", data, device))
+        deployable = Path(deployable) if deployable else result
+        artifacts["slim"] = str(deployable.relative_to(run_dir)) if deployable != result else None
+    if "export" in stages:
+        exported = _stage(manifest, "export", lambda: export_stage(
+            {"dense": run_dir / "dense.pt", deployable.stem: deployable}, run_dir / "onnx", data))
+        artifacts["onnx"] = exported
+    if "bench" in stages:
+        artifacts["bench"] = _stage(manifest, "bench", lambda: bench_stage(run_dir, device, bench_settings))
+    run.write(manifest)
+    if "report" in stages:
+        artifacts["report"] = _stage(manifest, "report", lambda: report_stage(run_dir))
+    run.write(manifest)
     return manifest
+
+
+def _stage(manifest: dict, name: str, fn):
+    stages = manifest.setdefault("stages", {})
+    try:
+        value = fn()
+    except CompressError:
+        raise
+    except Exception as e:  # noqa: BLE001 - recorded, shown, and the other stages go on
+        notice(f"stage {name} failed: {type(e).__name__}: {e}")
+        stages[name] = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+        return None
+    stages[name] = {"status": "ok"}
+    return str(value) if isinstance(value, Path) else value
+
+
+def slim_stage(result: Path, out_dir: Path, data: Dataset, device: torch.device) -> Path:
+    """Remove the pruned channels; write the slim model and slim.json (the numbers)."""
+    import json
+
+    from .checkpoint import atomic_write, load_checkpoint, save_checkpoint
+    from .render import slim_summary
+    from .slim import slim_checkpoint
+
+    payload, res = slim_checkpoint(load_checkpoint(result, kinds=("pruned",)), data, device=device)
+    path = save_checkpoint(out_dir / f"{result.stem}_slim.pt", payload)
+    stats = dict(res.stats, path=path.name)
+    atomic_write(out_dir / "slim.json", lambda tmp: tmp.write_text(json.dumps(stats, indent=2)))
+    out.print(slim_summary(res.stats, path))
+    return path
+
+
+def export_stage(models: dict[str, Path], out_dir: Path, data: Dataset) -> str:
+    """ONNX for the dense model and the deployable result, with parity checks; one export.json
+    (each export adds its files to the folder's index)."""
+    import json
+
+    from export import export_checkpoint
+
+    from .render import export_table
+
+    index = None
+    for name, path in models.items():
+        index = export_checkpoint(path, out_dir / f"{name}.onnx", data=data, force=True)["export_json"]
+    out.print(export_table(json.loads(Path(index).read_text())))
+    return str(Path(index).relative_to(out_dir.parent))
+
+
+def bench_stage(run_dir: Path, device: torch.device, settings: dict | None) -> str:
+    from bench import run_benchmark
+
+    result = run_benchmark(run=run_dir, device=str(device), quick=True, out=run_dir / "bench", **(settings or {}))
+    return "bench/bench.json" if result else ""
+
+
+def report_stage(run_dir: Path) -> str:
+    from .report import write_report
+
+    return str(write_report(run_dir).relative_to(run_dir))
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -144,3 +238,66 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         dst.hardlink_to(src)
     except OSError:
         shutil.copy2(src, dst)
+
+
+# --------------------------------------------------------------------------- the full set
+SUITE = (("omp", "unstructured"), ("imp", "unstructured"), ("omp", "filter"), ("imp", "filter"))
+
+
+def run_all(base: PruneOptions, ratios: dict[str, float], data: Dataset, device: torch.device,
+            out_dir: Path, rounds: int = 3) -> dict:
+    """The assignment's four models (OMP/IMP × unstructured/filter) from one dense baseline, each
+    slimmed/exported, then one benchmark and one report over all of them, in one suite folder."""
+    import datetime
+    import json
+    import time
+
+    from .checkpoint import atomic_write
+    from .env import versions
+
+    t0 = time.perf_counter()
+    suite = open_run_dir(out_dir, base.resume, base.force)
+    spec = ModelSpec(base.model, data.num_classes, base.width, data.image_size)
+    dense_cfg = base.dense or dense_config(spec.name)
+    dense, dense_path = get_baseline(spec, data, dense_cfg, device=device, checkpoint=base.checkpoint, show=base.show)
+    if not (suite / "dense.pt").exists():
+        _link_or_copy(dense_path, suite / "dense.pt")
+    manifest = {"format": "compress-suite/1", "status": "running", "model": spec.to_dict(),
+                "dataset": data.describe(), "dense": {"path": "dense.pt", "accuracy": dense["meta"]["accuracy"]},
+                "runs": {}, "results": {}, "command": base.command, "versions": versions(), "device": str(device),
+                "started": datetime.datetime.now().isoformat(timespec="seconds")}
+
+    def write():
+        atomic_write(suite / "manifest.json", lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
+
+    write()
+    for method, kind in SUITE:
+        name = f"{method}_{kind}"
+        run_dir = suite / name
+        if base.resume and (run_dir / "manifest.json").exists() and Run(run_dir).read().get("status") == "complete":
+            m = Run(run_dir).read()
+        else:
+            opts = PruneOptions(**{**base.__dict__, "kind": kind, "ratio": ratios[kind], "method": method,
+                                   "rounds": rounds if method == "imp" else 1, "checkpoint": suite / "dense.pt",
+                                   "out": run_dir, "resume": base.resume and run_dir.exists(), "force": True,
+                                   "stages": tuple(s for s in base.stages if s in ("slim", "export"))})
+            m = run_prune(opts, data, device)
+            from .render import prune_summary
+
+            out.print(prune_summary(m))
+        manifest["runs"][name] = name
+        manifest["results"][name] = dict(m["result"], path=f"{name}/{m['result']['path']}",
+                                         slim=(f"{name}/{m['artifacts']['slim']}" if m.get("artifacts", {}).get("slim") else None))
+        write()
+    artifacts = manifest.setdefault("artifacts", {})
+    stages = manifest.setdefault("stages", {})
+    if "bench" in base.stages:
+        artifacts["bench"] = _stage(manifest, "bench", lambda: bench_stage(suite, device, None))
+    write()
+    if "report" in base.stages:
+        artifacts["report"] = _stage(manifest, "report", lambda: report_stage(suite))
+    manifest.update(status="complete", seconds=round(time.perf_counter() - t0, 1),
+                    finished=datetime.datetime.now().isoformat(timespec="seconds"))
+    del stages
+    write()
+    return manifest

@@ -88,3 +88,59 @@ def slim_summary(stats: dict, path) -> Table:
     cap.append(f"saved to {path}")
     t.caption = "  ·  ".join(cap)
     return t
+
+
+def export_table(report: dict) -> Table:
+    """ONNX files: size, ratio to the dense ONNX, parity with PyTorch, and what a format buys."""
+    t = Table(title="ONNX export (parity: ONNX Runtime CPU vs PyTorch on real test images)")
+    for col in ("model", "format", "file", "size", "vs dense", "max |diff|", "note"):
+        t.add_column(col, justify="right" if col in ("size", "vs dense", "max |diff|") else "left")
+    dense = report.get("dense_onnx_bytes") or 0
+    for m in report["models"]:
+        parity = m.get("parity") or {}
+        diff = parity.get("max_abs_diff")
+        t.add_row(m["name"], m["format"], Path(m["onnx"]).name, f"{m['bytes'] / 1e6:.2f} MB",
+                  f"{m['bytes'] / dense:.3f}×" if dense else "", f"{diff:.1e}" if diff is not None else "",
+                  m.get("note", ""))
+    return t
+
+
+def suite_summary(manifest: dict, folder) -> Table:
+    """The four models of `compress all` against dense, and where everything is."""
+    t = Table(title=f"{manifest['model']['name']} on {manifest['dataset']['name']}: dense vs pruned")
+    for col in ("model", "sparsity", "acc after prune %", "accuracy %", "vs dense", "file"):
+        t.add_column(col, justify="left" if col in ("model", "file") else "right")
+    dense = manifest["dense"]["accuracy"]
+    t.add_row("dense", "0.00%", "", f"{dense:.2f}", "", "dense.pt")
+    for name, r in manifest["results"].items():
+        t.add_row(name, f"{100 * r['sparsity']:.2f}%", f"{r.get('acc_after_prune', float('nan')):.2f}",
+                  f"{r['accuracy']:.2f}", f"{r['accuracy'] - dense:+.2f}", r["path"])
+    arts = manifest.get("artifacts", {})
+    t.caption = (f"suite folder {folder}  ·  benchmark {arts.get('bench') or 'not run'}  ·  "
+                 f"report {arts.get('report') or 'not written'}  ·  {manifest.get('seconds', 0) / 60:.1f} min")
+    return t
+
+
+def artifacts_table(manifest: dict) -> Table:
+    """The last screen of a prune command: every artifact and stage, with its path."""
+    run_dir = Path(manifest.get("run_dir", "."))
+    t = Table(title="artifacts", show_header=False)
+    t.add_column("what")
+    t.add_column("where")
+    t.add_row("run folder", str(run_dir))
+    t.add_row("manifest", str(run_dir / "manifest.json"))
+    t.add_row("dense model", str(run_dir / "dense.pt"))
+    if manifest.get("result"):
+        t.add_row("pruned model (masked)", str(run_dir / manifest["result"]["path"]))
+    t.add_row("sparsity report", str(run_dir / "sparsity.json"))
+    arts = manifest.get("artifacts", {})
+    labels = {"slim": "slim model", "onnx": "ONNX export", "bench": "benchmark", "report": "report"}
+    for key, label in labels.items():
+        status = manifest.get("stages", {}).get(key)
+        if status and status["status"] == "failed":
+            t.add_row(label, f"[red]failed: {status['error']}[/red]")
+        elif arts.get(key):
+            t.add_row(label, str(run_dir / arts[key]))
+        else:
+            t.add_row(label, "[dim]skipped[/dim]")
+    return t
