@@ -221,10 +221,12 @@ def export_stage(models: dict[str, Path], out_dir: Path, data: Dataset) -> str:
 
 
 def bench_stage(run_dir: Path, device: torch.device, settings: dict | None) -> str:
-    from bench import run_benchmark
+    """A short latency/size benchmark of dense vs the result (slim for filter runs)."""
+    from bench import Settings, run_benchmark
 
-    result = run_benchmark(run=run_dir, device=str(device), quick=True, out=run_dir / "bench", **(settings or {}))
-    return "bench/bench.json" if result else ""
+    run_benchmark(run=run_dir, out=run_dir / "bench", settings=Settings.quick(device=str(device), **(settings or {})),
+                  force=True)
+    return "bench/bench.json"
 
 
 def report_stage(run_dir: Path) -> str:

@@ -1,0 +1,118 @@
+"""`run_benchmark`: models in; bench.json, bench.csv, bench.png out (the `compress bench` command)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from compress.checkpoint import check_writable
+from compress.console import notice
+from compress.errors import CompressError
+
+from .latency import Settings, measure
+from .models import BenchModel, collect_models
+from .runtimes import Context, get_runtimes
+
+FILES = ("bench.json", "bench.csv", "bench.png")
+
+
+def default_out(run: Path | str | None) -> Path:
+    return Path(run) / "bench" if run is not None else Path("bench_results")
+
+
+def validate(settings: Settings) -> None:
+    """Bad settings are errors before anything is loaded or measured."""
+    if not settings.batch_sizes:
+        raise CompressError("no batch sizes given", "e.g. --batch-sizes 1,32,256")
+    bad = [b for b in settings.batch_sizes if not isinstance(b, int) or b <= 0]
+    if bad:
+        raise CompressError(f"batch sizes must be positive integers (got {bad[0]})", "e.g. --batch-sizes 1,32,256")
+    for name, value, low in (("warm-up", settings.warmup, 0), ("repeats", settings.repeats, 1),
+                             ("threads", settings.threads, 1)):
+        if value is not None and value < low:
+            raise CompressError(f"{name} must be >= {low} (got {value})")
+    get_runtimes(list(settings.runtimes) if settings.runtimes is not None else None)
+
+
+def run_benchmark(models: list[Path | str] | None = None, run: Path | str | None = None,
+                  out: Path | str | None = None, settings: Settings | None = None, *,
+                  bench_models: list[BenchModel] | None = None, force: bool = False, show: bool = True) -> dict:
+    """Measure the models of `run` (a run or suite folder) and/or the files `models`; write the results.
+
+    Returns the bench.json content (plus "files": the paths written). `bench_models` adds
+    models built in memory (scripts, tests). The pipeline calls it with `run=RUN_DIR`,
+    `settings=Settings.quick()`, `force=True`.
+    """
+    from compress.env import machine, resolve_device
+
+    settings = settings or Settings()
+    validate(settings)
+    runtimes = get_runtimes(list(settings.runtimes) if settings.runtimes is not None else None)
+    device = resolve_device(settings.device)
+    out = Path(out) if out is not None else default_out(run)
+    for name in FILES:  # refuse before measuring for minutes
+        check_writable(out / name, force=force)
+    found = collect_models(list(models or []), run) if (models or run is not None) else []
+    found += bench_models or []
+    if not found:
+        raise CompressError("no models to benchmark", "pass model files (dense.pt, Omp_...pt) or --run RUN_DIR")
+
+    load_before = busy_check()
+    threads_before = torch.get_num_threads()
+    threads = settings.threads or threads_before
+    torch.set_num_threads(threads)
+    cudnn_before = torch.backends.cudnn.benchmark
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # CUDA events and graphs live on the current device
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels, as deployments do
+    try:
+        with tempfile.TemporaryDirectory(prefix="compress-bench-") as work:
+            ctx = Context(device=device, threads=threads, workdir=Path(work),
+                          explicit=frozenset(settings.runtimes or ()))
+            results = measure(found, runtimes, settings, ctx, show=show)
+        report = {
+            "format": "compress-bench/1",
+            "machine": {**machine(), "load_avg_1m": {"before": load_before, "after": _load()}},
+            "settings": {**settings.to_dict(), "runtimes": [r.name for r in runtimes], "threads": threads,
+                         "device": str(device), "reference": found[0].name,
+                         "cudnn_benchmark": device.type == "cuda",
+                         "clock": "around each call; per row: cuda-events (torch on CUDA, synchronised) or "
+                                  "perf_counter (CPU, ONNX Runtime: synchronous calls)"},
+            "models": [m.info() for m in found],
+            "results": results,
+        }
+    finally:
+        torch.set_num_threads(threads_before)
+        torch.backends.cudnn.benchmark = cudnn_before
+    report["files"] = write_outputs(report, out)
+    return report
+
+
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def busy_check() -> float | None:
+    """Warn when other processes compete for the CPU: timings then carry their noise."""
+    load, cpus = _load(), os.cpu_count() or 1
+    if load is not None and load > 0.75 * cpus:
+        notice(f"the machine is busy (load average {load:.1f} on {cpus} CPUs): CPU timings will be noisy, "
+               "multi-threaded ones most (threads wait for each other at every op); --threads 1 helps")
+    return load
+
+
+def write_outputs(report: dict, out: Path) -> dict:
+    from .output import write_csv, write_json
+    from .plot import plot_bench
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"json": str(out / "bench.json"), "csv": str(out / "bench.csv"), "png": str(out / "bench.png")}
+    write_csv(report, out / "bench.csv")
+    plot_bench(report, out / "bench.png")
+    write_json({**report, "files": files}, out / "bench.json")
+    return files

@@ -1,0 +1,160 @@
+"""Deployment subcommands (`compress export`, `compress bench`): parsing and printing only."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .cli import Command, add_data_args, command, positive_int
+from .console import notice, out
+from .errors import CompressError
+
+
+@command
+class Export(Command):
+    name = "export"
+    help = "export a model to ONNX, check it in ONNX Runtime against PyTorch, and write compact files for sparse models"
+
+    def add_arguments(self, p):
+        p.add_argument("model", type=Path, help="checkpoint: dense, pruned (masked) or slim (e.g. Omp_filter_0.40_acc_71.23_slim.pt)")
+        p.add_argument("--out", type=Path, default=None, metavar="FILE.onnx",
+                       help="ONNX path (default: the checkpoint's path with .onnx); compact files go beside it")
+        p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18, the exporter's native one)")
+        p.add_argument("--fp16", action="store_true",
+                       help="fp16 weights and activations behind a float32 input/output (about half the file)")
+        p.add_argument("--compact", action=argparse.BooleanOptionalAction, default=None,
+                       help="also write .sparse.onnx (ONNX sparse initializers) and .compact.onnx (bitmask + kept "
+                            "values); default: on for unstructured/N:M-pruned models and weight sparsity > 50%%")
+        p.add_argument("--force", action="store_true", help="overwrite existing ONNX files")
+        add_data_args(p)
+        for action in p._actions:
+            if action.dest == "data":
+                action.help = ("real test images for the parity check (default: the dataset recorded in the "
+                               "checkpoint, else auto); " + action.help)
+            elif action.dest == "device":
+                action.help = "unused: export and the parity check run on CPU (ONNX Runtime's CPU provider is the reference)"
+            elif action.dest == "image_size":
+                action.help = "unused: the images are resized to the model's input size, read from the checkpoint"
+
+    def run(self, args) -> int:
+        from export import export_checkpoint
+
+        report = export_checkpoint(args.model, args.out, data=None if args.data == "auto" else args.data,
+                                   opset=args.opset, fp16=args.fp16, compact=args.compact, force=args.force)
+        out.print(self.table(report))
+        for m in report["models"]:
+            out.print(f"[bold]{Path(m['onnx']).name}[/bold]: {m['note']}", soft_wrap=True)
+        return 0
+
+    @classmethod
+    def table(cls, report: dict):
+        from rich.table import Table
+
+        spec = report["model"]
+        dense = report["dense_onnx_bytes"]
+        t = Table(title=f"ONNX export of {spec['name']} (width {spec['width']:g}), opset {report['opset']}")
+        for col in ("file", "format", "size", "× dense ONNX", "× zipped", "rel. diff ≤ tol", "argmax agree", "saves"):
+            t.add_column(col, justify="left" if col in ("file", "format", "saves") else "right", overflow="fold",
+                         min_width=max(len(Path(m["onnx"]).name) for m in report["models"]) if col == "file" else None)
+        for m in report["models"]:
+            par = m["parity"]
+            t.add_row(Path(m["onnx"]).name, m["format"], cls.size(m["bytes"]), f"{m['bytes'] / dense:.3f}",
+                      f"{m['deflated_bytes'] / dense:.3f}", f"{par['max_rel_diff']:.1e} ≤ {par['tolerance']:.0e}",
+                      f"{100 * par['argmax_agreement']:.1f}%", m["saves"])
+        t.caption = (f"× dense ONNX: against {cls.size(dense)}, the plain fp32 ONNX of the unpruned architecture · "
+                     f"× zipped: the file deflated, for comparison · rel. diff: max |ONNX Runtime − PyTorch| / "
+                     f"max |logit| on {report['models'][0]['parity']['images']} test images "
+                     f"({report['models'][0]['parity']['provider']}) · weight sparsity "
+                     f"{100 * report['weight_sparsity']:.1f}% · index: {report['export_json']}")
+        return t
+
+    @staticmethod
+    def size(n: int) -> str:
+        return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+# --------------------------------------------------------------------------- compress bench
+BENCH_RUNTIMES = "torch, torch-bf16, cuda-graphs, torch-compile, ort-cpu, ort-cuda"
+
+
+def batch_sizes(text: str) -> tuple[int, ...]:
+    """'1,32,256' -> (1, 32, 256); every size a positive integer."""
+    sizes = []
+    for part in text.split(","):
+        try:
+            sizes.append(positive_int(part.strip()))
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentTypeError(f"batch size {part.strip()!r}: {e}") from None
+    return tuple(dict.fromkeys(sizes))
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError(f"no runtime named; choose from {BENCH_RUNTIMES}")
+    return names
+
+
+def non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else positive_int(text)
+
+
+@command
+class Bench(Command):
+    name = "bench"
+    help = "measure latency and size of dense vs pruned models on PyTorch and ONNX Runtime"
+
+    def add_arguments(self, p):
+        m = p.add_argument_group("what to measure")
+        m.add_argument("models", nargs="*", type=Path, metavar="MODEL",
+                       help="checkpoints (dense, pruned or slim); the first dense one is the reference for speed-ups")
+        m.add_argument("--run", type=Path, default=None, metavar="DIR",
+                       help="a run folder (its dense.pt and result; for filter runs the slim model, slimmed here "
+                            "if the slim stage has not run) or a suite folder (dense + its four runs)")
+        m.add_argument("--runtimes", type=name_list, default=None, metavar="LIST",
+                       help=f"comma-separated, from: {BENCH_RUNTIMES} (default: all; those that cannot run here "
+                            "get a 'skipped: why' row; torch-compile runs on CPU only when named)")
+        m.add_argument("--batch-sizes", type=batch_sizes, default=None, metavar="LIST",
+                       help="comma-separated batch sizes (default 1,32,256; with --quick 1,64)")
+        m.add_argument("--device", default="auto",
+                       help="where the torch runtimes run: auto | cpu | cuda[:N] (default: cuda when available)")
+        t = p.add_argument_group("how long")
+        t.add_argument("--warmup", type=non_negative_int, default=None, metavar="N",
+                       help="untimed calls per model and cell (default: adaptive, >= 2 calls and 0.2 s)")
+        t.add_argument("--repeats", type=positive_int, default=None, metavar="N",
+                       help="timed calls per model and cell (default: adaptive, ~1 s of calls, at least 5)")
+        t.add_argument("--budget", type=float, default=None, metavar="S",
+                       help="seconds of timed calls per model and cell when --repeats is not given (default 1.0)")
+        t.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                       help="CPU threads for torch and ONNX Runtime alike (default: torch's current setting)")
+        t.add_argument("--quick", action="store_true",
+                       help="a short run (batch 1 and 64, ~0.4 s per cell and model), as the pruning pipeline does")
+        o = p.add_argument_group("output")
+        o.add_argument("--out", type=Path, default=None, metavar="DIR",
+                       help="folder for bench.json, bench.csv, bench.png (default RUN/bench with --run, else bench_results)")
+        o.add_argument("--force", action="store_true", help="replace earlier results in --out")
+
+    def run(self, args) -> int:
+        from bench.benchmark import run_benchmark
+        from bench.latency import Settings
+        from bench.output import models_table, results_table, skipped_table
+
+        if args.budget is not None and args.budget <= 0:
+            raise CompressError(f"--budget must be positive (got {args.budget})", "e.g. --budget 1.0")
+        if not args.models and args.run is None:
+            raise CompressError("no models to benchmark", "pass model files (dense.pt, Omp_...pt) or --run RUN_DIR")
+        changes = {"batch_sizes": args.batch_sizes, "runtimes": args.runtimes, "device": args.device,
+                   "warmup": args.warmup, "repeats": args.repeats, "threads": args.threads, "budget_s": args.budget}
+        changes = {k: v for k, v in changes.items() if v is not None}
+        settings = Settings.quick(**changes) if args.quick else Settings(**changes)
+        report = run_benchmark(args.models, run=args.run, out=args.out, settings=settings, force=args.force)
+        measured = any(r["status"] == "ok" for r in report["results"])
+        out.print(models_table(report))
+        if measured:
+            out.print(results_table(report))
+        skipped = skipped_table(report)
+        if skipped is not None:
+            out.print(skipped)
+        if not measured:
+            notice("nothing was measured: every runtime was skipped (reasons above)")
+        out.print("wrote " + ", ".join(report["files"].values()))
+        return 0
