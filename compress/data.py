@@ -91,18 +91,24 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "compress" / "cifar10"
 
 
-def load_dataset(spec: str | None = None, *, quiet: bool = False) -> Dataset:
+def load_dataset(spec: str | None = None, *, quiet: bool = False, image_size: int | None = None) -> Dataset:
     """Resolve a `--data` value to a loaded dataset.
 
     `spec` is one of: a folder path; `sample` (the bundled 4068/1017-image CIFAR-10 sample);
     `cifar10` (the full set: cache, else download); `imagefolder:PATH`; or None/`auto`:
-    the cache, else a download, else the bundled sample with a notice.
+    the cache, else a download, else the bundled sample with a notice. `image_size` (px)
+    resizes the images to a square side; None keeps CIFAR's 32 px and lets an image folder
+    choose (its own size when all images share one, else 64).
     """
     spec = (spec or "auto").strip()
     if spec.startswith("imagefolder:"):
         from .imagefolder import load_image_folder
 
-        return load_image_folder(spec.split(":", 1)[1])
+        return load_image_folder(spec.split(":", 1)[1], image_size=image_size, quiet=quiet)
+    if image_size is not None:
+        from .imagefolder import resized_dataset
+
+        return resized_dataset(load_dataset(spec, quiet=quiet), image_size)
     if spec == "sample":
         return _load_sample(quiet)
     if spec in ("auto", "cifar10"):

@@ -180,7 +180,11 @@ def mask_sparsity(masks: dict[str, torch.Tensor]) -> float:
 
 
 def nm_layers(model: nn.Module, m: int = 4) -> list[str]:
-    """Conv/linear weights whose input-channel count is a multiple of M (N:M applies to them)."""
+    """Conv/linear weights whose input-channel count is a multiple of M (N:M applies to them).
+
+    Left out: a first conv on 3-channel images, and depthwise convs (one input channel per
+    filter); they stay dense, as the 2:4 kernels could not take them either.
+    """
     from .ratios import prunable
 
     return [n for n, w in prunable(model, "unstructured").items() if w.shape[1] % m == 0]

@@ -15,7 +15,7 @@ from .data import Dataset
 from .errors import CompressError
 from .models import ModelSpec, create_model
 from .presets import dense_config, shipped_config
-from .ratios import allocate, planned_sparsity, read_ratio_file, round_to_multiple
+from .ratios import allocate, planned_sparsity, read_ratio_file, round_to_multiple, top_up
 from .schedule import PruneJob, Run, prune
 from .train import TrainConfig
 
@@ -82,6 +82,21 @@ def resolve_ratios(opts: PruneOptions, model: torch.nn.Module) -> tuple[dict[str
     return ratios, opts.ratio, f"{method} allocation" + (f", widths rounded to {opts.round_to}" if opts.round_to else "")
 
 
+def global_allocation(model: torch.nn.Module, opts: PruneOptions, target: float, data: Dataset) -> dict[str, float]:
+    """Layer ratios from ranking every unit of every layer together, by the run's criterion."""
+    from .criteria import scores_for, synflow_ratios
+    from .ratios import prunable
+    from .slim import example_input
+
+    spec_example = example_input(ModelSpec(opts.model, data.num_classes, opts.width, data.image_size))
+    example = spec_example.to(next(model.parameters()).device)
+    if opts.criterion == "synflow" and opts.kind == "unstructured":  # the paper's global SynFlow
+        return top_up(model, "unstructured", synflow_ratios(model, target, example)[0], target)
+    names = {n: target for n in prunable(model, opts.kind)}
+    scores = scores_for(opts.criterion, opts.kind, model, names, data, example)
+    return allocate(model, opts.kind, target, "global", scores=scores)
+
+
 def default_run_dir(opts: PruneOptions, target: float) -> Path:
     sched = "omp" if opts.method == "omp" else f"imp{opts.rounds}"
     kind = f"nm{opts.nm[0]}{opts.nm[1]}" if opts.kind == "nm" else opts.kind
@@ -113,15 +128,18 @@ def run_prune(opts: PruneOptions, data: Dataset, device: torch.device) -> dict:
         if spec.num_classes != data.num_classes:
             raise CompressError(f"{opts.checkpoint} predicts {spec.num_classes} classes but the data has "
                                 f"{data.num_classes}", "pass the --data it was trained on")
+        if spec.image_size != data.image_size:
+            raise CompressError(f"{opts.checkpoint} was trained on {spec.image_size} px images but the data has "
+                                f"{data.image_size} px", f"pass --image-size {spec.image_size}")
     else:
         spec = ModelSpec(opts.model, data.num_classes, opts.width, data.image_size)
     opts.model = spec.name
     probe = create_model(spec.name, num_classes=spec.num_classes, width=spec.width, image_size=spec.image_size)
     ratios, target, source = resolve_ratios(opts, probe)
-    if opts.kind != "nm":
-        from .render import ratio_table
+    from .render import ratio_table
 
-        out.print(ratio_table(probe, "unstructured" if opts.kind == "nm" else opts.kind, ratios, source))
+    if opts.kind != "nm" and not source.startswith("global"):
+        out.print(ratio_table(probe, opts.kind, ratios, source))
     run_dir = open_run_dir(opts.out or default_run_dir(opts, target), opts.resume, opts.force)
 
     # ---- the dense model: given, cached, or trained now
@@ -130,6 +148,13 @@ def run_prune(opts: PruneOptions, data: Dataset, device: torch.device) -> dict:
     local_dense = run_dir / "dense.pt"
     if not local_dense.exists():
         _link_or_copy(dense_path, local_dense)
+    if source.startswith("global"):  # a global ranking needs the trained weights, not the probe's
+        from .checkpoint import model_from_checkpoint
+
+        trained = model_from_checkpoint(dense).to(device)
+        ratios = global_allocation(trained, opts, target, data)
+        source = f"global {opts.criterion} ranking"
+        out.print(ratio_table(trained, opts.kind, ratios, source))
 
     job = PruneJob(kind=opts.kind, method=opts.method, target=target, ratios=ratios, rounds=opts.rounds,
                    schedule=opts.schedule, rewind=opts.rewind, criterion=opts.criterion, retrain=opts.retrain,

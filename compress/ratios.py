@@ -155,6 +155,11 @@ def allocate(model: nn.Module, kind: str, target: float, method: str = "uniform"
     return _top_up(params, kind, ratios, target)
 
 
+def top_up(model: nn.Module, kind: str, ratios: dict[str, float], target: float) -> dict[str, float]:
+    """Raise layer ratios (largest layers first) until the overall target is reached."""
+    return _top_up(prunable(model, kind), kind, ratios, target)
+
+
 def _global_ratios(params, kind, target, scores) -> dict[str, float]:
     per_layer = []
     for n, w in params.items():

@@ -86,3 +86,23 @@ def test_checkpoint_of_another_dataset_is_refused(tmp_path, capsys):
     assert main(["filter", "--ratio", "0.4", "--checkpoint", str(path), "--data", "sample",
                  "--out", str(tmp_path / "run")]) == 2
     assert "100 classes" in capsys.readouterr().err
+
+
+def test_global_allocation_ranks_the_trained_weights(tmp_path, capsys):
+    from compress.checkpoint import save_checkpoint
+    from compress.models import ModelSpec
+
+    spec = ModelSpec("vgg11", width=0.125)
+    model = spec.build()
+    with torch.no_grad():
+        model.features[4].weight.mul_(1e-4)  # a layer the trained model barely uses
+    path = save_checkpoint(tmp_path / "d.pt", {"kind": "dense", "model": spec.to_dict(),
+                                                "state_dict": model.state_dict(), "meta": {"accuracy": 10.0}})
+    run = tmp_path / "run"
+    assert main(["unstructured", "--ratio", "0.5", "--allocation", "global", "--checkpoint", str(path),
+                 "--data", "sample", "--epochs", "1", "--batch-size", "256", "--out", str(run),
+                 "--no-export", "--no-bench", "--no-report"]) == 0
+    manifest = json.loads((run / "manifest.json").read_text())
+    ratios = manifest["job"]["ratios"]
+    assert ratios["features.4.weight"] >= 0.97 and manifest["ratio_source"] == "global magnitude ranking"
+    assert manifest["result"]["sparsity"] >= 0.5

@@ -16,11 +16,17 @@ from . import register_model
 def resnet18(num_classes=10, width=1.0, image_size=32, in_channels=3):
     m = _scaled_resnet18(max(1, int(round(64 * width))), num_classes)
     if image_size <= 64:
-        m.conv1 = nn.Conv2d(in_channels, m.conv1.out_channels, 3, 1, 1, bias=False)
+        m.conv1 = _kaiming(nn.Conv2d(in_channels, m.conv1.out_channels, 3, 1, 1, bias=False))
         m.maxpool = nn.Identity()
     elif in_channels != 3:
-        m.conv1 = nn.Conv2d(in_channels, m.conv1.out_channels, 7, 2, 3, bias=False)
+        m.conv1 = _kaiming(nn.Conv2d(in_channels, m.conv1.out_channels, 7, 2, 3, bias=False))
     return m
+
+
+def _kaiming(conv: nn.Conv2d) -> nn.Conv2d:
+    """A replaced stem conv gets torchvision's own conv init (kaiming normal, fan_out)."""
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    return conv
 
 
 def _scaled_resnet18(base: int, num_classes: int) -> nn.Module:
@@ -55,5 +61,6 @@ def mobilenet_v2(num_classes=10, width=1.0, image_size=32, in_channels=3):
     m = torchvision.models.mobilenet_v2(num_classes=num_classes, width_mult=width)
     first = m.features[0][0]
     if image_size <= 64 or in_channels != 3:
-        m.features[0][0] = nn.Conv2d(in_channels, first.out_channels, 3, 1 if image_size <= 64 else 2, 1, bias=False)
+        m.features[0][0] = _kaiming(nn.Conv2d(in_channels, first.out_channels, 3, 1 if image_size <= 64 else 2, 1,
+                                              bias=False))
     return m
