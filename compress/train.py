@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .console import progress
+from .console import err, progress
 from .data import Dataset, Loader, eval_loader
 from .errors import CompressError
 from .masks import MaskEnforcer
@@ -196,6 +196,9 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
             if enforcer:
                 enforcer.check()
             result.history.append(record)
+            if show and not err.is_terminal:  # logs and CI: a line per epoch instead of a live bar
+                err.print(f"{label}: epoch {epoch}/{cfg.epochs}  loss {record['train_loss']:.3f}  "
+                          f"train {record['train_acc']:.1f}%  {_last_test(result)}  {record['images_per_s']:.0f} img/s")
             if on_epoch:
                 on_epoch(epoch, record)
     result.seconds = train_seconds
