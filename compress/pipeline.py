@@ -140,6 +140,10 @@ def run_prune(opts: PruneOptions, data: Dataset, device: torch.device) -> dict:
 
     if opts.kind != "nm" and not source.startswith("global"):
         out.print(ratio_table(probe, opts.kind, ratios, source))
+    job = PruneJob(kind=opts.kind, method=opts.method, target=target, ratios=ratios, rounds=opts.rounds,
+                   schedule=opts.schedule, rewind=opts.rewind, criterion=opts.criterion, retrain=opts.retrain,
+                   nm=opts.nm)
+    job.validate()
     run_dir = open_run_dir(opts.out or default_run_dir(opts, target), opts.resume, opts.force)
 
     # ---- the dense model: given, cached, or trained now
@@ -152,13 +156,9 @@ def run_prune(opts: PruneOptions, data: Dataset, device: torch.device) -> dict:
         from .checkpoint import model_from_checkpoint
 
         trained = model_from_checkpoint(dense).to(device)
-        ratios = global_allocation(trained, opts, target, data)
+        job.ratios = global_allocation(trained, opts, target, data)
         source = f"global {opts.criterion} ranking"
-        out.print(ratio_table(trained, opts.kind, ratios, source))
-
-    job = PruneJob(kind=opts.kind, method=opts.method, target=target, ratios=ratios, rounds=opts.rounds,
-                   schedule=opts.schedule, rewind=opts.rewind, criterion=opts.criterion, retrain=opts.retrain,
-                   nm=opts.nm)
+        out.print(ratio_table(trained, opts.kind, job.ratios, source))
     manifest = prune(job, dense, data, run_dir, device=device, resume=opts.resume, show=opts.show,
                      dense_path=dense_path)
     manifest["ratio_source"] = source
