@@ -72,9 +72,10 @@ class Sweep(Command):
         g.add_argument("--criteria", default="magnitude", metavar="LIST",
                        help="comma-separated: magnitude, taylor, synflow (several = one curve each, one figure)")
         f = p.add_argument_group("per point")
-        f.add_argument("--recalibrate-bn", type=_non_negative_int, default=0, metavar="N",
+        f.add_argument("--recalibrate-bn", type=_non_negative_int, default=4, metavar="N",
                        help="re-estimate BatchNorm statistics on N batches of 128 training images after pruning each "
-                            "point, no weight changes (adaptive BN; default 0: pure one-shot, as the lab asks)")
+                            "point; the weights stay one-shot (default 4: without it a BatchNorm network's curve "
+                            "mostly measures stale statistics; 0: pure one-shot)")
         f.add_argument("--finetune-steps", type=_non_negative_int, default=0, metavar="N",
                        help="masked SGD steps (batch 128) after pruning each point, before evaluating (default 0: one-shot)")
         f.add_argument("--finetune-lr", type=float, default=0.01, metavar="LR", help="constant lr of that fine-tune at batch 128 (default 0.01)")

@@ -56,7 +56,7 @@ class SweepOptions:
     step: float | None = None
     allocation: str = "global"  # where the overall target goes: the same ratio per layer, or one global ranking
     criteria: tuple[str, ...] = ("magnitude",)
-    recalibrate_bn: int = 0  # batches of training images to re-estimate BatchNorm statistics per point (0: none)
+    recalibrate_bn: int = 4  # batches of training images to re-estimate BatchNorm statistics per point (0: none)
     finetune_steps: int = 0  # masked SGD steps per point (0: pure one-shot)
     finetune_lr: float = 0.01  # constant, at batch 128: a tenth of the dense peak
     finetune_batch: int = 128
