@@ -97,12 +97,35 @@ def _load() -> float | None:
         return None
 
 
+def others_busy(seconds: float = 0.5) -> float | None:
+    """Fraction of all CPU time other processes used over `seconds` while we sat idle.
+
+    Sampled from /proc/stat now, unlike the 1-minute load average, which still counts our
+    own training when the benchmark starts at the end of a pruning run.
+    """
+    import time
+
+    def sample():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return sum(values), values[3] + (values[4] if len(values) > 4 else 0)  # total, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+
+
 def busy_check() -> float | None:
     """Warn when other processes compete for the CPU: timings then carry their noise."""
     load, cpus = _load(), os.cpu_count() or 1
-    if load is not None and load > 0.75 * cpus:
-        notice(f"the machine is busy (load average {load:.1f} on {cpus} CPUs): CPU timings will be noisy, "
-               "multi-threaded ones most (threads wait for each other at every op); --threads 1 helps")
+    busy = others_busy()
+    if busy is not None and busy > 0.25:
+        notice(f"the machine is busy (other processes use {100 * busy:.0f}% of {cpus} CPUs): CPU timings will be "
+               "noisy, multi-threaded ones most (threads wait for each other at every op); --threads 1 helps")
     return load
 
 

@@ -43,3 +43,13 @@ def test_spec_round_trip():
     spec = ModelSpec("resnet20", 10, 0.5)
     assert ModelSpec.from_dict(spec.to_dict()) == spec
     assert spec.build().fc.in_features == 32
+
+
+def test_top_level_verbs_are_importable():
+    import compress
+
+    for name in compress.__all__:
+        assert getattr(compress, name) is not None
+    from compress import create_model as cm
+
+    assert cm is create_model
