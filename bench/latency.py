@@ -73,7 +73,7 @@ def measure(models: list[BenchModel], runtimes: list[Runtime], settings: Setting
     """Result rows (see RESULT_KEYS) for every model × runtime × batch size; speed-ups vs models[0]."""
     rows: list[dict] = []
     total = len(models) * len(runtimes) * len(settings.batch_sizes)
-    with progress(transient=True) if show else _NoProgress() as bar:
+    with progress(transient=True, show=show) as bar:
         task = bar.add_task("bench", total=total, status="")
         for runtime in runtimes:
             try:
@@ -228,20 +228,3 @@ def _free(ctx: Context) -> None:
     gc.collect()
     if ctx.device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-class _NoProgress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-    def add_task(self, *a, **k):
-        return 0
-
-    def update(self, *a, **k):
-        pass
-
-    def advance(self, *a, **k):
-        pass

@@ -17,6 +17,28 @@ def _threads(n: int) -> str:
     return f"{n} thread" + ("" if n == 1 else "s")
 
 
+def model_colors(models: list[str]) -> dict:
+    """Dense in dark grey; OMP/IMP × unstructured/filter in the colours every report figure uses
+    (recognised from names like `omp_filter` or `Imp_unstructured_0.80_acc_73.45`); others tab10."""
+    import re
+
+    import matplotlib.pyplot as plt
+
+    from compress.plots import DENSE_COLOR, MODEL_STYLES
+
+    colors, spare = {}, 0
+    for i, m in enumerate(models):
+        found = re.search(r"(omp|imp)_(unstructured|filter|nm)", m, re.IGNORECASE)
+        if i == 0:
+            colors[m] = DENSE_COLOR
+        elif found and f"{found[1].lower()}_{found[2].lower()}" in MODEL_STYLES:
+            colors[m] = MODEL_STYLES[f"{found[1].lower()}_{found[2].lower()}"].color
+        else:
+            colors[m] = plt.cm.tab10(spare % 10)
+            spare += 1
+    return colors
+
+
 def plot_bench(report: dict, path: Path, dpi: int = 150) -> Path:
     import matplotlib
 
@@ -28,7 +50,7 @@ def plot_bench(report: dict, path: Path, dpi: int = 150) -> Path:
     models = [m["name"] for m in report["models"]]
     ref = models[0]
     runtimes = list(dict.fromkeys(r["runtime"] for r in ok))
-    colors = {m: ("#333333" if i == 0 else plt.cm.tab10((i - 1) % 10)) for i, m in enumerate(models)}
+    colors = model_colors(models)
     macs = {m["name"]: m["macs"] for m in report["models"]}
 
     ncols = max(1, len(runtimes))

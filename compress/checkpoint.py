@@ -105,6 +105,16 @@ def model_from_checkpoint(ckpt: dict) -> nn.Module:
     return model
 
 
+def check_fits_data(spec: ModelSpec, data, source: str = "the model") -> None:
+    """A checkpoint and a dataset must agree on classes and image size before any work starts."""
+    if spec.num_classes != data.num_classes:
+        raise CompressError(f"{source} predicts {spec.num_classes} classes but the data has {data.num_classes}",
+                            "pass the --data it was trained on")
+    if spec.image_size != data.image_size:
+        raise CompressError(f"{source} was trained on {spec.image_size} px images but the data has "
+                            f"{data.image_size} px", f"pass --image-size {spec.image_size}")
+
+
 def load_state(model: nn.Module, state: dict, name: str) -> None:
     """`load_state_dict` with a message a user can act on when the architecture differs."""
     own = model.state_dict()

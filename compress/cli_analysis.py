@@ -107,7 +107,8 @@ class Sweep(Command):
             t.add_column(col, justify="left" if col == "criterion" else "right")
         for c, tr in s["tradeoffs"].items():
             br = s["breakdown"][c]
-            t.add_row(c, f"{100 * tr['sparsity']:.2f}%" if tr else "none", f"{tr['accuracy']:.2f}" if tr else "",
+            chosen = (f"{100 * tr['sparsity']:.2f}%" + (" (knee)" if tr.get("by") == "knee" else "")) if tr else "none"
+            t.add_row(c, chosen, f"{tr['accuracy']:.2f}" if tr else "",
                       f"{tr['drop']:+.2f}" if tr else "",
                       f"{100 * br['sparsity']:.2f}% → {br['accuracy']:.2f}%" if br else "none (all within)")
         t.caption = (f"rule: {s['rule']}; one standard error of an accuracy here: {s['standard_error']:.1f} points  ·  "
@@ -119,7 +120,7 @@ class Sweep(Command):
         for e in json.loads((out_dir / "tradeoff_layers.json").read_text())["tradeoffs"]:
             for line in e["observations"]:
                 out.print(f"  {e['criterion']}: {line}")
-        if not opts.treatment and any(tr is None for tr in s["tradeoffs"].values()):
+        if not opts.treatment and any(tr is None or tr.get("by") == "knee" for tr in s["tradeoffs"].values()):
             from .console import notice
 
             notice("accuracy is already more than the tolerance below dense at the first point; with BatchNorm, "

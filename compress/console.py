@@ -25,8 +25,30 @@ def notice(message: str) -> None:
     err.print(f"[yellow]note:[/yellow] {message}")
 
 
-def progress(transient: bool = False) -> Progress:
-    """A progress display with a free-text status field for loss/accuracy/throughput."""
+class _NoProgress:
+    """Stands in for the progress display when nothing should be shown."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+    def add_task(self, *a, **k):
+        return 0
+
+    def update(self, *a, **k):
+        pass
+
+    def advance(self, *a, **k):
+        pass
+
+
+def progress(transient: bool = False, show: bool = True) -> Progress | _NoProgress:
+    """A progress display with a free-text status field for loss/accuracy/throughput
+    (a silent stand-in with the same methods when `show` is False)."""
+    if not show:
+        return _NoProgress()
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(bar_width=24),

@@ -121,16 +121,11 @@ def run_prune(opts: PruneOptions, data: Dataset, device: torch.device) -> dict:
     """The whole prune command; returns the run manifest (with paths of every artifact)."""
     # ---- checks that need no training come first: a bad ratio file must not cost a baseline
     if opts.checkpoint is not None:
-        from .checkpoint import load_checkpoint
+        from .checkpoint import check_fits_data, load_checkpoint
 
         dense_meta = load_checkpoint(opts.checkpoint, kinds=("dense",))
         spec = ModelSpec.from_dict(dense_meta["model"])
-        if spec.num_classes != data.num_classes:
-            raise CompressError(f"{opts.checkpoint} predicts {spec.num_classes} classes but the data has "
-                                f"{data.num_classes}", "pass the --data it was trained on")
-        if spec.image_size != data.image_size:
-            raise CompressError(f"{opts.checkpoint} was trained on {spec.image_size} px images but the data has "
-                                f"{data.image_size} px", f"pass --image-size {spec.image_size}")
+        check_fits_data(spec, data, str(opts.checkpoint))
     else:
         spec = ModelSpec(opts.model, data.num_classes, opts.width, data.image_size)
     opts.model = spec.name

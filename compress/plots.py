@@ -232,8 +232,8 @@ def sweep_figure(curves: dict[str, list[dict]], dense_acc: float, path: Path, *,
         if treatment:
             ax.plot(xs, [p["acc_oneshot"] for p in pts], color=st.color, lw=1, ls="--", alpha=0.7)
         t = tradeoffs.get(name)
-        label = st.label + (f": trade-off {100 * t['sparsity']:.1f}% sparsity, {t['accuracy']:.2f}% accuracy" if t
-                            else ": no point within tolerance")
+        label = st.label + (f": trade-off{' (knee)' if t.get('by') == 'knee' else ''} {100 * t['sparsity']:.1f}% "
+                            f"sparsity, {t['accuracy']:.2f}% accuracy" if t else ": no trade-off point")
         ax.plot(xs, [p["accuracy"] for p in pts], color=st.color, lw=1.4, marker=st.marker, ms=ms, label=label)
         if t:
             ax.axvline(100 * t["sparsity"], color=st.color, lw=0.8, ls=":")
@@ -252,7 +252,7 @@ def sweep_figure(curves: dict[str, list[dict]], dense_acc: float, path: Path, *,
         ax.plot([], [], color="#555555", lw=1, ls="--", alpha=0.7, label="dashed: one-shot, as pruned")
     ax.plot([], [], marker="*", ms=12, color="#777777", mec="black", ls="none",
             label=f"trade-off: last sparsity before accuracy first falls\nmore than {tolerance:g} "
-                  f"point{'s' if tolerance != 1 else ''} below dense")
+                  f"point{'s' if tolerance != 1 else ''} below dense (else the curve's knee)")
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", fontsize=8, frameon=False, ncol=2 if len(labels) > 3 else 3)
     return _save(fig, path)

@@ -15,9 +15,11 @@ from .train import TrainConfig
 # images, scaled linearly), 2 epochs of warm-up, cosine to 0.
 DENSE = TrainConfig(epochs=20, batch_size=64, lr=0.1, warmup_epochs=2.0, schedule="cosine")
 
-# Masked retraining after a pruning step: starts from trained weights, so a lower peak
-# (a fifth of the dense one), a short warm-up, and cosine to 0 within the round.
-RETRAIN = TrainConfig(epochs=9, batch_size=64, lr=0.02, warmup_epochs=0.5, schedule="cosine")
+# Masked retraining after a pruning step ("learning-rate rewinding", Renda et al. 2020): the
+# dense schedule's peak rate, replayed within each round (short warm-up, cosine to 0). Measured
+# on VGG13, OMP unstructured 80%, 9 epochs: peak 0.1 per 128 images -> 74.63%, 0.05 -> 72.27%,
+# 0.02 -> 72.86% (dense 74.14%; one standard error on 1017 test images is ~1.4 points).
+RETRAIN = TrainConfig(epochs=9, batch_size=64, lr=0.1, warmup_epochs=0.5, schedule="cosine")
 
 
 def dense_config(model: str) -> TrainConfig:

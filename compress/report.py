@@ -634,7 +634,8 @@ def _sweeps_section(folder: Path, runs: list[RunData]) -> list[str]:
         rel = _relative(path.parent, folder)
         rows = []
         for c, t in (doc.get("tradeoffs") or {}).items():
-            rows.append([c, _pct(t["sparsity"]) if t else "none", _acc(t["accuracy"]) if t else "–",
+            chosen = (_pct(t["sparsity"]) + (" (knee)" if t.get("by") == "knee" else "")) if t else "none"
+            rows.append([c, chosen, _acc(t["accuracy"]) if t else "–",
                          f"{-t['drop']:+.2f}" if t else "–"])
         out += [f"### Sweep `{rel}`: one-shot {doc.get('kind')} pruning, {doc.get('grid', {}).get('points', '?')} points, "
                 f"dense {_acc(doc.get('dense_accuracy'))}", "", f"Trade-off rule: {doc.get('rule', '')}.", "",

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .checkpoint import atomic_write, check_writable, load_state, model_from_checkpoint
+from .checkpoint import atomic_write, check_fits_data, check_writable, load_state, model_from_checkpoint
 from .console import progress
 from .criteria import CRITERIA, scores_for
 from .data import Dataset
@@ -30,7 +30,7 @@ from .masks import apply_masks, filter_groups, filter_masks, unstructured_masks
 from .models import ModelSpec
 from .ratios import planned_sparsity, prunable, pruned_count, read_ratio_file, units, write_ratio_file
 from .sparsity import DEFINITIONS
-from .sweep import Evaluator, _Quiet, recalibrate_bn
+from .sweep import Evaluator, recalibrate_bn
 
 KINDS = ("unstructured", "filter")
 DEFAULT_RATIOS = {"unstructured": (0.3, 0.5, 0.7, 0.8, 0.9, 0.95), "filter": (0.1, 0.25, 0.4, 0.55, 0.7, 0.85)}
@@ -182,9 +182,7 @@ def run_sensitivity(ckpt: dict, data: Dataset, opts: SensitivityOptions, out_dir
     for n in ("sensitivity.csv", "sensitivity.json", "sensitivity.png", "proposed.yaml"):
         check_writable(out_dir / n, force=force)
     spec = ModelSpec.from_dict(ckpt["model"])
-    if spec.num_classes != data.num_classes:
-        raise CompressError(f"the model predicts {spec.num_classes} classes but the data has {data.num_classes}",
-                            "pass the --data it was trained on")
+    check_fits_data(spec, data)
     model = model_from_checkpoint(ckpt).to(device)
     original = {k: v.detach().clone() for k, v in model.state_dict().items()}
     example = example_input(spec).to(device)
@@ -200,7 +198,7 @@ def run_sensitivity(ckpt: dict, data: Dataset, opts: SensitivityOptions, out_dir
     dense_acc = evaluator.accuracy(model)
 
     rows = []
-    with progress() if show else _Quiet() as bar:
+    with progress(show=show) as bar:
         task = bar.add_task(f"sensitivity {spec.name} {opts.kind}", total=len(unit_list) * len(ratios), status="")
         for u in unit_list:
             for r, masks in _masks_along(reference, opts, u, ratios, scores, example, groups):

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .checkpoint import atomic_write, check_writable, load_state, model_from_checkpoint
+from .checkpoint import atomic_write, check_fits_data, check_writable, load_state, model_from_checkpoint
 from .console import progress
 from .criteria import CRITERIA, scores_for
 from .data import Dataset, Loader, eval_loader
@@ -45,7 +45,8 @@ KINDS = ("unstructured", "filter")
 DEFAULT_GRID = {"unstructured": (0.80, 0.98, 0.002), "filter": (0.05, 0.90, 0.01)}
 MAX_POINTS = 1000
 SYNFLOW_ITERATIONS = 100  # score-and-prune steps up to the highest target (the paper's default)
-RULE = "the last sparsity before accuracy first falls more than {tol:g} point(s) below dense"
+RULE = ("the last sparsity before accuracy first falls more than {tol:g} point(s) below dense; "
+        "if the first point already does, the knee of the curve")
 
 
 @dataclass
@@ -117,13 +118,36 @@ def sparsity_grid(start: float, stop: float, step: float) -> list[float]:
 
 
 def choose_tradeoff(points: list[dict], dense_acc: float, tolerance: float) -> dict | None:
-    """The point just before the first one more than `tolerance` below dense (None if the first is)."""
+    """The point just before the first one more than `tolerance` below dense; when the first
+    point already is, the knee of the curve (see `knee`). The result says which (`by`)."""
+    ordered = sorted(points, key=lambda p: p["target"])
     best = None
-    for p in sorted(points, key=lambda p: p["target"]):
+    for p in ordered:
         if p["accuracy"] < dense_acc - tolerance - 1e-9:
             break
         best = p
-    return best
+    if best is not None:
+        return best | {"by": "tolerance"}
+    k = knee(ordered)
+    return None if k is None else k | {"by": "knee"}
+
+
+def knee(ordered: list[dict]) -> dict | None:
+    """Kneedle (Satopää et al. 2011): with sparsity and accuracy scaled to [0, 1], the point
+    farthest above the straight line from the first point to the last, i.e. where accuracy
+    turns from sliding to falling. Needs three points and a curve that ends lower than it starts."""
+    if len(ordered) < 3 or ordered[-1]["accuracy"] >= ordered[0]["accuracy"]:
+        return None
+    x0, x1 = ordered[0]["target"], ordered[-1]["target"]
+    y0, y1 = ordered[0]["accuracy"], ordered[-1]["accuracy"]
+    if x1 <= x0:
+        return None
+
+    def lift(p):  # height above the chord, in scaled units
+        x = (p["target"] - x0) / (x1 - x0)
+        return (p["accuracy"] - y1) / (y0 - y1) - (1 - x)
+
+    return max(ordered[1:-1], key=lift)
 
 
 # --------------------------------------------------------------------------- fast evaluation
@@ -423,9 +447,7 @@ def run_sweep(ckpt: dict, data: Dataset, opts: SweepOptions, out_dir: Path, *, d
     for n in names:
         check_writable(out_dir / n, force=force)
     spec = ModelSpec.from_dict(ckpt["model"])
-    if spec.num_classes != data.num_classes:
-        raise CompressError(f"the model predicts {spec.num_classes} classes but the data has {data.num_classes}",
-                            "pass the --data it was trained on")
+    check_fits_data(spec, data)
     model = model_from_checkpoint(ckpt).to(device)
     original = {k: v.detach().clone() for k, v in model.state_dict().items()}
     example = example_input(spec).to(device)
@@ -442,7 +464,7 @@ def run_sweep(ckpt: dict, data: Dataset, opts: SweepOptions, out_dir: Path, *, d
     points: list[dict] = []
     reports: dict[tuple[str, float], dict] = {}  # per-layer sparsity of every point (a few numbers each)
     total = len(grid) * len(opts.criteria)
-    with progress() if show else _Quiet() as bar:
+    with progress(show=show) as bar:
         task = bar.add_task(f"sweep {spec.name} {opts.kind}", total=total, status="")
         for criterion in opts.criteria:
             restore()
@@ -485,7 +507,7 @@ def run_sweep(ckpt: dict, data: Dataset, opts: SweepOptions, out_dir: Path, *, d
             continue
         rep = layer_table(reports[(c, t["target"])], model, opts.kind, blocks)
         layers_doc["tradeoffs"].append({"criterion": c, "target": t["target"], "sparsity": rep["overall"],
-                                        "accuracy": t["accuracy"], "layers": rep["layers"], "blocks": rep["blocks"],
+                                        "accuracy": t["accuracy"], "by": t["by"], "layers": rep["layers"], "blocks": rep["blocks"],
                                         "by_type": rep["by_type"], "observations": describe_blocks(rep, opts.allocation)})
     restore()
 
@@ -497,7 +519,7 @@ def run_sweep(ckpt: dict, data: Dataset, opts: SweepOptions, out_dir: Path, *, d
         "treatment": opts.treatment or "none (pure one-shot)",
         # binomial standard error of one accuracy on this test set: differences below it are noise
         "standard_error": round(100 * math.sqrt(dense_acc / 100 * (1 - dense_acc / 100) / evaluator.images), 2),
-        "tradeoffs": {c: (None if t is None else {k: t[k] for k in ("target", "sparsity", "accuracy", "drop")})
+        "tradeoffs": {c: (None if t is None else {k: t[k] for k in ("target", "sparsity", "accuracy", "drop", "by")})
                       for c, t in tradeoffs.items()},
         "breakdown": {c: _first_below(curves[c], dense_acc, opts.tolerance) for c in opts.criteria},
         "seconds": round(seconds, 1), "seconds_per_point": round(sum(p["seconds"] for p in points) / len(points), 3),
@@ -567,17 +589,3 @@ def tradeoff_figure(layers_doc: dict, path: Path, spec: ModelSpec) -> Path:
         block_series=block_series, block_rows=entries[0]["blocks"],
         title=f"Sparsity per layer at the trade-off point ({spec.name}, {layers_doc['allocation']} allocation)",
         ylabel=f"sparsity (% of the layer's {unit})", note="\n".join(notes))
-
-
-class _Quiet:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-    def add_task(self, *a, **k):
-        return 0
-
-    def update(self, *a, **k):
-        pass

@@ -144,7 +144,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
     result = TrainResult()
     step = 0
     train_seconds = 0.0
-    with progress() if show else _Silent() as bar:
+    with progress(show=show) as bar:
         task = bar.add_task(label, total=total_steps, status="")
         for epoch in range(1, cfg.epochs + 1):
             # ---- one epoch of steps; loss and accuracy accumulate on the device (no syncs)
@@ -212,19 +212,3 @@ def _last_test(result: TrainResult) -> str:
         if "test_acc" in h:
             return f"test {h['test_acc']:.1f}%"
     return ""
-
-
-class _Silent:
-    """Stands in for the progress display when `show=False`."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-    def add_task(self, *a, **k):
-        return 0
-
-    def update(self, *a, **k):
-        pass

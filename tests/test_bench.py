@@ -227,3 +227,14 @@ def test_suite_folder_gives_dense_then_each_run(checkpoints, tmp_path):
     assert [(m.name, m.kind) for m in models] == [("dense", "dense"), ("omp_unstructured", "pruned"),
                                                   ("omp_filter (slim)", "slim")]
     assert models[2].path == str(slim_file)  # the slim stage's file, not slimmed again
+
+
+def test_bench_figure_uses_the_report_colours():
+    from bench.plot import model_colors
+    from compress.plots import DENSE_COLOR, MODEL_STYLES
+
+    colors = model_colors(["dense", "omp_unstructured", "Imp_filter_0.40_acc_73.35_slim", "mystery"])
+    assert colors["dense"] == DENSE_COLOR
+    assert colors["omp_unstructured"] == MODEL_STYLES["omp_unstructured"].color
+    assert colors["Imp_filter_0.40_acc_73.35_slim"] == MODEL_STYLES["imp_filter"].color
+    assert colors["mystery"] not in {s.color for s in MODEL_STYLES.values()}

@@ -51,7 +51,8 @@ def test_tradeoff_is_the_last_point_before_the_first_breakdown():
     pts = [{"target": t, "accuracy": a} for t, a in [(0.8, 90.0), (0.85, 89.5), (0.9, 88.0), (0.95, 89.9), (0.97, 50.0)]]
     assert choose_tradeoff(pts, 90.0, 1.0)["target"] == 0.85  # 0.95 recovers by luck after a breakdown: not taken
     assert choose_tradeoff(pts, 90.0, 2.0)["target"] == 0.95
-    assert choose_tradeoff(pts, 95.0, 1.0) is None
+    knee = choose_tradeoff(pts, 95.0, 1.0)  # nothing within tolerance: the knee, where the fall starts
+    assert knee["by"] == "knee" and knee["target"] == 0.95
     assert choose_tradeoff(pts, 90.0, 50.0)["target"] == 0.97
 
 
@@ -212,3 +213,17 @@ def test_cli_sweep_and_its_errors(dense, tmp_path, capsys):
         code, _, err = run(argv, capsys)
         lines = [line for line in err.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error:") and match in lines[0], err
+
+
+def test_tradeoff_falls_back_to_the_knee():
+    from compress.sweep import choose_tradeoff
+
+    # slides gently, then falls: the knee is where the fall starts (0.90)
+    accs = [70, 69.5, 69, 68.5, 68, 67.5, 67, 66.5, 66, 64, 40, 20, 10]
+    pts = [{"target": 0.80 + 0.01 * i, "sparsity": 0.80 + 0.01 * i, "accuracy": a, "drop": a - 74}
+           for i, a in enumerate(accs)]
+    t = choose_tradeoff(pts, dense_acc=74.0, tolerance=1.0)
+    assert t["by"] == "knee" and t["target"] == pytest.approx(0.89)
+    within = choose_tradeoff(pts, dense_acc=70.4, tolerance=1.0)
+    assert within["by"] == "tolerance" and within["target"] == pytest.approx(0.81)  # 69.0 < 70.4 - 1
+    assert choose_tradeoff(pts[:2], dense_acc=90.0, tolerance=1.0) is None
