@@ -317,8 +317,11 @@ def recalibrate_bn(model: nn.Module, data: Dataset, batches: int, batch_size: in
     Pruning shifts every later layer's activation statistics, so the dense model's running
     mean/var no longer fit and one-shot accuracy collapses far earlier than the weights
     alone would explain ("adaptive BN", Li et al., EagleEye, 2020). A cumulative average
-    over a fixed set of training images (the same for every point) replaces them; only
-    the BatchNorm layers run in training mode, so dropout stays off.
+    over a fixed set of training batches (the same for every point) replaces them; only the
+    BatchNorm layers run in training mode, so dropout stays off. The batches are augmented
+    as in training: the network learned its weights under those statistics, and estimating
+    them on clean images instead cost 2.4 points on dense VGG13 with nothing pruned
+    (71.78% vs 74.14%; augmented: 74.04%).
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns or batches <= 0:
@@ -329,12 +332,15 @@ def recalibrate_bn(model: nn.Module, data: Dataset, batches: int, batch_size: in
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: every batch counts equally
         m.train()
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(data.train_x.shape[0], generator=g)[: batches * batch_size].to(data.train_x.device)
     device = next(model.parameters()).device
+    loader = Loader(data.train_x, data.train_y, batch_size, mean=data.mean, std=data.std, shuffle=True,
+                    augment=True, generator=torch.Generator().manual_seed(seed))
     try:
-        for xb, _ in Loader(data.train_x[idx], data.train_y[idx], batch_size, mean=data.mean, std=data.std):
-            model(xb.to(device))
+        with torch.no_grad():
+            for i, (xb, _) in enumerate(loader):
+                if i == batches:
+                    break
+                model(xb.to(device))
     finally:
         for m, mom in zip(bns, saved):
             m.momentum = mom
