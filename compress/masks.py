@@ -9,11 +9,17 @@ from .ratios import pruned_count
 
 
 class MaskEnforcer:
-    """Keeps masked parameters exactly zero during training, at the cost of two fused multiplies.
+    """Keeps masked parameters exactly zero during training, at the cost of one fused multiply a step.
 
-    `mask_grads()` before the optimiser step zeroes pruned gradients, so momentum buffers of
-    pruned entries stay zero; `apply()` after it zeroes pruned weights, whatever the optimiser
-    did (weight decay, Adam's eps, ...). `check()` asserts the invariant.
+    `mask_grads()` before the optimiser step zeroes pruned gradients. For an optimiser created
+    after the masks were applied (the training loop's fresh SGD) that alone keeps pruned weights
+    exactly zero: a zero weight with a zero gradient gets a zero weight-decay term, its momentum
+    buffer starts at zero and only ever adds zeros (Nesterov too), so the update is exactly 0.
+    An optimiser that already holds state for pruned entries (momentum from dense training)
+    also needs `apply()` after each step, which zeroes pruned weights whatever it did.
+    `check()` asserts the invariant; the loop calls it every epoch. Measured on VGG13 at 80%
+    unstructured, batch 128, 2 CPU threads: a second multiply per step (`apply()` too) cost
+    throughput 0.90x of unmasked (`python -m bench.train_throughput --masks`).
     """
 
     def __init__(self, model: nn.Module, masks: dict[str, torch.Tensor]):

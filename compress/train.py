@@ -158,11 +158,9 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
                     loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if enforcer:
+                if enforcer:  # enough on its own: see MaskEnforcer on a fresh SGD
                     enforcer.mask_grads()
                 optimizer.step()
-                if enforcer:
-                    enforcer.apply()
                 scheduler.step()
                 step += 1
                 loss_sum += loss.detach() * yb.numel()
@@ -196,9 +194,12 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
             if enforcer:
                 enforcer.check()
             result.history.append(record)
+            summary = (f"epoch {epoch}/{cfg.epochs}  loss {record['train_loss']:.3f}  train {record['train_acc']:.1f}%"
+                       f"  {_last_test(result)}  {record['images_per_s']:.0f} img/s")
+            if show:  # the bar keeps this epoch's test accuracy, not the one before
+                bar.update(task, status=summary)
             if show and not err.is_terminal:  # logs and CI: a line per epoch instead of a live bar
-                err.print(f"{label}: epoch {epoch}/{cfg.epochs}  loss {record['train_loss']:.3f}  "
-                          f"train {record['train_acc']:.1f}%  {_last_test(result)}  {record['images_per_s']:.0f} img/s")
+                err.print(f"{label}: {summary}")
             if on_epoch:
                 on_epoch(epoch, record)
     result.seconds = train_seconds

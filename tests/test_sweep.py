@@ -227,3 +227,18 @@ def test_tradeoff_falls_back_to_the_knee():
     within = choose_tradeoff(pts, dense_acc=70.4, tolerance=1.0)
     assert within["by"] == "tolerance" and within["target"] == pytest.approx(0.81)  # 69.0 < 70.4 - 1
     assert choose_tradeoff(pts[:2], dense_acc=90.0, tolerance=1.0) is None
+
+
+def test_default_tolerance_grows_with_the_noise_of_a_small_test_set():
+    from compress.sweep import default_tolerance, standard_error
+
+    assert standard_error(74.14, 1017) == pytest.approx(1.37, abs=0.01)
+    assert default_tolerance(74.14, 1017) == pytest.approx(2.7)  # the bundled sample: one point is noise
+    assert default_tolerance(93.0, 10_000) == 1.0  # full CIFAR-10: one point is signal
+    # the sample's measured VGG13 curve (80-86%): a one-point rule stops at the first noisy point
+    accs = [72.66, 73.06, 72.57, 72.07, 72.17, 72.37, 71.09, 70.40, 68.93]
+    pts = [{"target": 0.80 + 0.01 * i, "sparsity": 0.80 + 0.01 * i, "accuracy": a, "drop": 74.14 - a}
+           for i, a in enumerate(accs)]
+    assert choose_tradeoff(pts, 74.14, 1.0)["by"] == "knee"
+    t = choose_tradeoff(pts, 74.14, default_tolerance(74.14, 1017))
+    assert t["by"] == "tolerance" and t["target"] == pytest.approx(0.85)
