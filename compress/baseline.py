@@ -50,6 +50,9 @@ def train_baseline(spec: ModelSpec, data: Dataset, cfg: TrainConfig, out: Path, 
                    force: bool = False, show: bool = True) -> dict:
     """Train a dense model from scratch and save it to `out`; returns the final checkpoint dict."""
     out = check_writable(Path(out), force=force)
+    # the initial weights are a function of the seed alone, not of whatever the command drew
+    # from the global generator before (checks that build a model, ratio allocation, ...)
+    torch.manual_seed(cfg.seed)
     model = spec.build()
     rewind_epoch = default_rewind_epoch(cfg.epochs)
     started = datetime.datetime.now().isoformat(timespec="seconds")

@@ -74,3 +74,20 @@ def test_help_and_module_entry_point():
         assert cmd in r.stdout
     r = subprocess.run([sys.executable, "-m", "compress", "train", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--epochs" in r.stdout
+
+
+def test_baseline_weights_depend_on_the_seed_alone(small, tmp_path):
+    """What a command drew from the global generator before training must not change the baseline."""
+    from compress.baseline import train_baseline
+    from compress.checkpoint import load_checkpoint
+    from compress.models import ModelSpec
+    from compress.train import TrainConfig
+
+    cfg = TrainConfig(epochs=1, batch_size=128, seed=3)
+    spec = ModelSpec("vgg11", width=0.125)
+    states = []
+    for i, draws in enumerate((0, 17)):
+        torch.rand(draws)  # e.g. a check that built a throwaway model first
+        train_baseline(spec, small, cfg, tmp_path / f"d{i}.pt", device=torch.device("cpu"), show=False)
+        states.append(load_checkpoint(tmp_path / f"d{i}.pt")["state_dict"])
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
