@@ -112,8 +112,12 @@ def accuracy_vs_sparsity(models: list[dict], dense_acc: float, path: Path, *, ti
             ax.plot(100 * r["sparsity"], r["acc_after_prune"], ls="none", marker=st.marker, ms=6, mfc="white",
                     mec=st.color, mew=1.2)
             lows.append(r["acc_after_prune"])
-        ax.plot(100 * m["sparsity"], m["accuracy"], ls="none", marker=st.marker, ms=10, color=st.color, mec="black",
-                mew=0.6, label=f"{st.label}: {100 * m['sparsity']:.1f}%, {m['accuracy']:.2f}%")
+        # OMP and IMP of one kind end at the same sparsity: the OMP marker is drawn smaller and on
+        # top, so that two results a point apart stay two visible markers
+        omp = m["method"] == "omp"
+        ax.plot(100 * m["sparsity"], m["accuracy"], ls="none", marker=st.marker, ms=7 if omp else 11,
+                zorder=4 if omp else 3, color=st.color, mec="black", mew=0.6,
+                label=f"{st.label}: {100 * m['sparsity']:.1f}%, {m['accuracy']:.2f}%")
         lows.append(m["accuracy"])
     ax.plot([], [], ls="none", marker="o", mfc="white", mec="#555555", label="right after pruning\n(before retraining)")
     if any(len(m.get("rounds") or []) > 1 for m in models):
