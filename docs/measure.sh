@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The runs behind the README's "Results on this machine", in the order they were made
+# (2-core CPU, bundled sample; about 2 hours in all). Run from the repository root with the
+# package installed; everything is written under $WORK (default /tmp/compress-measure).
+# Timings are only meaningful on an otherwise idle machine: run nothing else meanwhile.
+set -euxo pipefail
+WORK=${WORK:-/tmp/compress-measure}
+REPO=$(pwd)
+mkdir -p "$WORK" && cd "$WORK"
+t() { local name=$1; shift; /usr/bin/time -f "$name %e s" "$@" > "$name.out" 2> "$name.err"; tail -1 "$name.err" >> times.txt; }
+
+# the assignment's four models, slim, ONNX, quick bench, figures, report (trains or reuses the dense baseline)
+t all compress all --data sample --out all
+D=$WORK/all/dense.pt
+
+# latency: default settings, then batch 64 with a longer budget
+t bench compress bench --run all --out bench
+t bench64 compress bench --run all --batch-sizes 64 --runtimes ort-cpu,torch --budget 3 --out bench64
+
+# where one-shot pruning breaks; a second criterion; per-layer sensitivity
+t sweep_unstructured compress sweep "$D" --data sample --out sweep_unstructured
+t sweep_filter compress sweep "$D" --data sample --kind filter --out sweep_filter
+t criteria compress sweep "$D" --data sample --start 0.5 --stop 0.98 --step 0.02 --criteria magnitude,taylor,synflow --out criteria
+t sensitivity compress sensitivity "$D" --data sample --target 0.8 --out sens
+
+# layer ratios and retraining lr for OMP unstructured 80% (the shipped ratio file at lr 0.1 is all/omp_unstructured)
+common=(--checkpoint "$D" --omp --data sample --no-export --no-bench --no-report)
+t omp_proposed compress unstructured --config sens/proposed.yaml "${common[@]}" --out omp_proposed
+for a in uniform global; do t omp_$a compress unstructured --ratio 0.8 --allocation $a "${common[@]}" --out omp_$a; done
+for lr in 0.02 0.05; do t omp_lr$lr compress unstructured --ratio 0.8 --lr $lr "${common[@]}" --out omp_lr$lr; done
+
+# benchmark scripts (ratios measured side by side in one process)
+cd "$REPO"
+python -m bench.train_throughput --model vgg13 --batch-size 128 --steps 20 --masks | tee "$WORK/throughput.out"
+python -m bench.filter_speedup | tee "$WORK/filter_speedup.out"
+python -m bench.semi_structured | tee "$WORK/semi.out"
+python -m export.sizes --out "$WORK/sizes" | tee "$WORK/sizes.out"
