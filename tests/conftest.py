@@ -40,3 +40,31 @@ def sample_copy(tmp_path) -> Path:
     for p in dst.rglob("*"):
         p.chmod(0o644 if p.is_file() else 0o755)
     return dst
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models (and SynFlow's float64 convolutions) spend their time in many small ops; on the
+    shared, oversubscribed 2-core test machine each 2-thread op waits for a second core, so one
+    thread is several times faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_dense(small, tmp_path_factory):
+    """A tiny VGG11 trained for one epoch of the small set (seconds to make): (checkpoint, path)."""
+    from compress.checkpoint import load_checkpoint, save_checkpoint
+    from compress.models import ModelSpec
+    from compress.train import TrainConfig, evaluate, train
+
+    torch.manual_seed(0)
+    spec = ModelSpec("vgg11", width=0.125)
+    model = spec.build()
+    train(model, small, TrainConfig(epochs=1, lr=0.05, batch_size=64, warmup_epochs=0.2), show=False)
+    path = tmp_path_factory.mktemp("dense") / "dense.pt"
+    save_checkpoint(path, {"kind": "dense", "model": spec.to_dict(), "state_dict": model.state_dict(),
+                           "meta": {"accuracy": evaluate(model, small)[0], "dataset": small.describe()}})
+    return load_checkpoint(path), path

@@ -18,14 +18,7 @@ from compress.ratios import prunable, pruned_count
 X = torch.zeros(1, 3, 32, 32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """float64 convolutions (SynFlow) stall with 2 threads on the oversubscribed shared test
-    machine; one thread keeps these tests in seconds there."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread: see conftest
 
 
 def subset(ds, start, n=64):

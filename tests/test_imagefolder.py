@@ -17,14 +17,7 @@ CLASSES = 4
 PER_CLASS = 30
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models spend their time in many small ops; on the shared, oversubscribed 2-core test
-    machine each 2-thread op waits for a second core, so one thread is several times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread: see conftest
 
 
 def write_folder(root, ds, classes=CLASSES, per_class=PER_CLASS):

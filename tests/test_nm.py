@@ -15,14 +15,7 @@ from compress.masks import apply_masks, nm_layers, nm_masks
 from compress.models import ModelSpec, create_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models spend their time in many small ops; on the shared, oversubscribed 2-core test
-    machine each 2-thread op waits for a second core, so one thread is several times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread: see conftest
 
 
 def groups_of_four(t: torch.Tensor) -> torch.Tensor:

@@ -5,28 +5,19 @@ import json
 import pytest
 import torch
 
-from compress.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from compress.checkpoint import model_from_checkpoint
 from compress.cli import main
 from compress.errors import CompressError
-from compress.models import ModelSpec
 from compress.pipeline import PruneOptions, resolve_ratios
 from compress.ratios import planned_sparsity, pruned_count, read_ratio_file
 from compress.sensitivity import (SensitivityOptions, drop_curve, interpolate, propose_ratios, run_sensitivity)
-from compress.train import TrainConfig, train
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def dense(small, tmp_path_factory):
-    torch.manual_seed(0)
-    spec = ModelSpec("vgg11", width=0.125)
-    model = spec.build()
-    train(model, small, TrainConfig(epochs=1, lr=0.05, batch_size=64, warmup_epochs=0.2), show=False)
-    path = tmp_path_factory.mktemp("dense") / "dense.pt"
-    save_checkpoint(path, {"kind": "dense", "model": spec.to_dict(), "state_dict": model.state_dict(),
-                           "meta": {"accuracy": 0.0, "dataset": small.describe()}})
-    return load_checkpoint(path), path
+def dense(tiny_dense):
+    return tiny_dense
 
 
 def test_drop_curves_start_at_zero_and_never_fall():

@@ -5,30 +5,20 @@ import json
 import pytest
 import torch
 
-from compress.checkpoint import load_checkpoint, save_checkpoint
 from compress.cli import main
 from compress.errors import CompressError
 from compress.masks import filter_masks, unstructured_masks
-from compress.models import ModelSpec
 from compress.ratios import allocate
 from compress.sweep import (Evaluator, OneShot, SweepOptions, SynflowPath, choose_tradeoff, layer_blocks, run_sweep,
                             sparsity_grid)
-from compress.train import TrainConfig, evaluate, train
+from compress.train import evaluate
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def dense(small, tmp_path_factory):
-    """A tiny VGG11 trained for one epoch of the small set: seconds to make."""
-    torch.manual_seed(0)
-    spec = ModelSpec("vgg11", width=0.125)
-    model = spec.build()
-    train(model, small, TrainConfig(epochs=1, lr=0.05, batch_size=64, warmup_epochs=0.2), show=False)
-    path = tmp_path_factory.mktemp("dense") / "dense.pt"
-    save_checkpoint(path, {"kind": "dense", "model": spec.to_dict(), "state_dict": model.state_dict(),
-                           "meta": {"accuracy": evaluate(model, small)[0], "dataset": small.describe()}})
-    return load_checkpoint(path), path
+def dense(tiny_dense):
+    return tiny_dense
 
 
 def test_grid_is_inclusive_and_checked():

@@ -15,14 +15,7 @@ from compress.models import create_model
 NO_STAGES = ["--no-slim", "--no-export", "--no-bench", "--no-report"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models spend their time in many small ops; on the shared, oversubscribed 2-core test
-    machine each 2-thread op waits for a second core, so one thread is several times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread: see conftest
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
