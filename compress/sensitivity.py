@@ -21,16 +21,15 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .checkpoint import atomic_write, check_fits_data, check_writable, load_state, model_from_checkpoint
+from .checkpoint import atomic_write, load_state
 from .console import progress
 from .criteria import CRITERIA, scores_for
 from .data import Dataset
 from .errors import CompressError, did_you_mean
 from .masks import apply_masks, filter_groups, filter_masks, unstructured_masks
-from .models import ModelSpec
 from .ratios import planned_sparsity, prunable, pruned_count, read_ratio_file, units, write_ratio_file
 from .sparsity import DEFINITIONS
-from .sweep import Evaluator, recalibrate_bn
+from .sweep import Evaluator, prepare_analysis, recalibrate_bn
 
 KINDS = ("unstructured", "filter")
 DEFAULT_RATIOS = {"unstructured": (0.3, 0.5, 0.7, 0.8, 0.9, 0.95), "filter": (0.1, 0.25, 0.4, 0.55, 0.7, 0.85)}
@@ -175,17 +174,10 @@ def run_sensitivity(ckpt: dict, data: Dataset, opts: SensitivityOptions, out_dir
                     source: str = "", show: bool = True, force: bool = False,
                     command: list[str] | None = None) -> SensitivityResult:
     """Measure every layer's drop curve; write sensitivity.csv/json/png and proposed.yaml to `out_dir`."""
-    from .slim import example_input
-
     ratios, target = opts.resolved()
     out_dir = Path(out_dir)
-    for n in ("sensitivity.csv", "sensitivity.json", "sensitivity.png", "proposed.yaml"):
-        check_writable(out_dir / n, force=force)
-    spec = ModelSpec.from_dict(ckpt["model"])
-    check_fits_data(spec, data)
-    model = model_from_checkpoint(ckpt).to(device)
-    original = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    example = example_input(spec).to(device)
+    spec, model, original, example = prepare_analysis(
+        ckpt, data, device, out_dir, ("sensitivity.csv", "sensitivity.json", "sensitivity.png", "proposed.yaml"), force)
     groups = filter_groups(model, example) if opts.kind == "filter" else None
     unit_list = analysis_units(model, opts.kind, groups)
     params = prunable(model, opts.kind)

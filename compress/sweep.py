@@ -455,24 +455,34 @@ class SweepResult:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def run_sweep(ckpt: dict, data: Dataset, opts: SweepOptions, out_dir: Path, *, device: torch.device,
-              source: str = "", show: bool = True, force: bool = False, command: list[str] | None = None) -> SweepResult:
-    """Sweep a dense checkpoint; writes sweep.csv/json/png and tradeoff_layers.json/png to `out_dir`."""
-    from .env import machine
+def prepare_analysis(ckpt: dict, data: Dataset, device: torch.device, out_dir: Path, names, force: bool):
+    """What a sweep and a sensitivity scan both start from, checked before any work: their output
+    files writable, the model fitting the data; then the model on the device, a copy of its
+    original weights to restore between points, and an example input. Returns
+    (spec, model, original state, example)."""
     from .slim import example_input
-    from .train import TrainConfig, train
 
-    opts.validate()
-    grid = opts.grid()
-    out_dir = Path(out_dir)
-    names = ("sweep.csv", "sweep.json", "sweep.png", "tradeoff_layers.json", "tradeoff_layers.png")
     for n in names:
         check_writable(out_dir / n, force=force)
     spec = ModelSpec.from_dict(ckpt["model"])
     check_fits_data(spec, data)
     model = model_from_checkpoint(ckpt).to(device)
     original = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    example = example_input(spec).to(device)
+    return spec, model, original, example_input(spec).to(device)
+
+
+def run_sweep(ckpt: dict, data: Dataset, opts: SweepOptions, out_dir: Path, *, device: torch.device,
+              source: str = "", show: bool = True, force: bool = False, command: list[str] | None = None) -> SweepResult:
+    """Sweep a dense checkpoint; writes sweep.csv/json/png and tradeoff_layers.json/png to `out_dir`."""
+    from .env import machine
+    from .train import TrainConfig, train
+
+    opts.validate()
+    grid = opts.grid()
+    out_dir = Path(out_dir)
+    spec, model, original, example = prepare_analysis(
+        ckpt, data, device, out_dir, ("sweep.csv", "sweep.json", "sweep.png", "tradeoff_layers.json",
+                                      "tradeoff_layers.png"), force)
     evaluator = Evaluator(data, device)
     t_start = time.perf_counter()
     dense_acc = evaluator.accuracy(model)

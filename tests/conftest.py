@@ -68,3 +68,19 @@ def tiny_dense(small, tmp_path_factory):
     save_checkpoint(path, {"kind": "dense", "model": spec.to_dict(), "state_dict": model.state_dict(),
                            "meta": {"accuracy": evaluate(model, small)[0], "dataset": small.describe()}})
     return load_checkpoint(path), path
+
+
+@pytest.fixture(scope="session")
+def png_folder_and_dense(sample, tmp_path_factory):
+    """A 3-class PNG folder from the sample and an (untrained) dense VGG11 checkpoint for it."""
+    from compress.checkpoint import save_checkpoint
+    from compress.imagefolder import write_image_folder
+    from compress.models import ModelSpec
+
+    root = tmp_path_factory.mktemp("pngrun")
+    folder = write_image_folder(sample, root / "pngs", classes=3, per_class=20)
+    spec = ModelSpec("vgg11", num_classes=3, width=0.125)
+    torch.manual_seed(0)
+    dense = save_checkpoint(root / "dense.pt", {"kind": "dense", "model": spec.to_dict(),
+                                                "state_dict": spec.build().state_dict(), "meta": {}})
+    return folder, dense

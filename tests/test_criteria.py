@@ -6,13 +6,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from compress.checkpoint import load_checkpoint, save_checkpoint
+from compress.checkpoint import load_checkpoint
 from compress.cli import main
 from compress.criteria import linearise, scores_for, synflow_ratios, synflow_scores, taylor_scores
 from compress.data import Dataset
-from compress.imagefolder import write_image_folder
 from compress.masks import apply_masks, filter_masks, unstructured_masks
-from compress.models import ModelSpec, create_model
+from compress.models import create_model
 from compress.ratios import prunable, pruned_count
 
 X = torch.zeros(1, 3, 32, 32)
@@ -149,15 +148,8 @@ def test_synflow_filters_of_a_residual_group_go_together_and_pruned_ones_stay():
 
 
 @pytest.fixture(scope="module")
-def tiny_run_inputs(sample, tmp_path_factory):
-    """A 3-class PNG folder and an (untrained) dense VGG11 checkpoint for it."""
-    root = tmp_path_factory.mktemp("crit")
-    folder = write_image_folder(sample, root / "pngs", classes=3, per_class=20)
-    spec = ModelSpec("vgg11", num_classes=3, width=0.125)
-    torch.manual_seed(0)
-    dense = save_checkpoint(root / "dense.pt", {"kind": "dense", "model": spec.to_dict(),
-                                                "state_dict": spec.build().state_dict(), "meta": {}})
-    return folder, dense
+def tiny_run_inputs(png_folder_and_dense):
+    return png_folder_and_dense
 
 
 @pytest.mark.parametrize("kind, criterion, ratio", [("unstructured", "taylor", "0.8"), ("filter", "synflow", "0.4")])

@@ -7,10 +7,9 @@ import torch
 import torch.nn as nn
 
 from bench import semi_structured as ss
-from compress.checkpoint import load_checkpoint, save_checkpoint
+from compress.checkpoint import load_checkpoint
 from compress.cli import main
 from compress.errors import CompressError
-from compress.imagefolder import write_image_folder
 from compress.masks import apply_masks, nm_layers, nm_masks
 from compress.models import ModelSpec, create_model
 
@@ -50,14 +49,8 @@ def test_depthwise_convs_are_left_dense():
 
 
 @pytest.fixture(scope="module")
-def tiny(sample, tmp_path_factory):
-    root = tmp_path_factory.mktemp("nm")
-    folder = write_image_folder(sample, root / "pngs", classes=3, per_class=20)
-    spec = ModelSpec("vgg11", num_classes=3, width=0.125)
-    torch.manual_seed(0)
-    dense = save_checkpoint(root / "dense.pt", {"kind": "dense", "model": spec.to_dict(),
-                                                "state_dict": spec.build().state_dict(), "meta": {}})
-    return folder, dense
+def tiny(png_folder_and_dense):
+    return png_folder_and_dense
 
 
 def test_cli_nm_retrains_and_keeps_exactly_two_of_four(tiny, tmp_path):
