@@ -95,7 +95,7 @@ def _short(e: Exception) -> str:
 def model_from_checkpoint(ckpt: dict) -> nn.Module:
     """Rebuild the exact module a checkpoint describes (slim ones replay their pruning history)."""
     spec = ModelSpec.from_dict(ckpt["model"])
-    model = spec.build()
+    model = build_spec(spec, from_checkpoint=True)
     if ckpt.get("kind") == "slim":
         from .slim import replay_history
 
@@ -103,6 +103,65 @@ def model_from_checkpoint(ckpt: dict) -> nn.Module:
     load_state(model, ckpt["state_dict"], ckpt["model"].get("name", "?"))
     model.eval()
     return model
+
+
+def build_spec(spec: ModelSpec, from_checkpoint: bool = False) -> nn.Module:
+    """`spec.build()`; for a checkpoint, a hint on what to do when its model source has gone away."""
+    try:
+        return spec.build()
+    except CompressError as e:
+        if spec.source_kind == "registry" or not from_checkpoint:
+            raise
+        raise CompressError(f"{e.message} (the checkpoint rebuilds its model from {spec.name})",
+                            "restore that file or module at the same place, or import the weights again with "
+                            "`compress import --model SOURCE --checkpoint WEIGHTS`") from None
+
+
+def load_dense(path: Path | str, spec: ModelSpec | None = None, *, trust_pickle: bool = False) -> dict:
+    """A dense checkpoint of ours from any weights file, checked against the model before
+    anything is written. Our own files carry their model; a foreign file (state dict, nested
+    dict, safetensors, pickled module with `trust_pickle`) needs `spec`. An imported checkpoint
+    has meta["imported"] (what was found and ignored) and no accuracy yet."""
+    from .weights import find_weights, read_raw
+
+    path = Path(path)
+    obj = read_raw(path, trust_pickle=trust_pickle)
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        ckpt = load_checkpoint(path, kinds=("dense",))
+        if spec is not None and ModelSpec.from_dict(ckpt["model"]).name != spec.name:
+            raise CompressError(f"{path} is a {ckpt['model']['name']} checkpoint, not {spec.name}",
+                                "drop --model (the checkpoint names its own) or pass the matching checkpoint")
+        return ckpt
+    if spec is None:
+        raise CompressError(f"{path} holds weights only, not which architecture they belong to",
+                            "pass --model (a registry name, torchvision:NAME or file.py:CALLABLE)")
+    model = build_spec(spec)
+    found = find_weights(obj, model, path)
+    model.load_state_dict(found.state_dict)
+    return {"format": FORMAT, "kind": "dense", "model": spec.to_dict(),
+            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "meta": {"accuracy": None, "complete": True, "imported": {
+                "path": str(path.resolve()), "found": found.found, "ignored": found.ignored,
+                "stripped": found.stripped, "trust_pickle": found.pickled_module, "summary": found.describe()}}}
+
+
+def input_contract(meta: dict) -> dict:
+    """What the model expects as input: image size, per-channel mean/std (in [0, 1] units,
+    applied after scaling pixels to [0, 1]), layout, and the class names in output order."""
+    ds = meta.get("dataset", {})
+    return {"layout": "NCHW float32", "scale": "pixel / 255", "mean": ds.get("mean"), "std": ds.get("std"),
+            "image_size": ds.get("image_size"), "classes": ds.get("classes")}
+
+
+def with_contract(data, ckpt: dict):
+    """The dataset normalised as the checkpoint's model expects (its recorded --mean/--std)."""
+    import dataclasses
+
+    ds = ckpt.get("meta", {}).get("dataset", {})
+    mean, std = ds.get("mean"), ds.get("std")
+    if mean and std and (tuple(mean) != tuple(data.mean) or tuple(std) != tuple(data.std)):
+        return dataclasses.replace(data, mean=tuple(mean), std=tuple(std))
+    return data
 
 
 def check_fits_data(spec: ModelSpec, data, source: str = "the model") -> None:

@@ -81,9 +81,56 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int | None, lr: float | N
     g.add_argument("--seed", type=int, default=0, help="seed for init, shuffling and augmentation (default 0)")
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="vgg13", help="architecture name (see `compress models`; default vgg13)")
-    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier (default 1.0; tests use 0.125)")
+def floats(text: str) -> tuple[float, ...]:
+    """'0.5,0.5,0.5' -> (0.5, 0.5, 0.5)."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 0.5,0.5,0.5") from None
+
+
+def add_model_args(p: argparse.ArgumentParser, weights: bool = False) -> None:
+    p.add_argument("--model", default=None, metavar="SOURCE",
+                   help="a registered name (`compress models`), torchvision:NAME (any torchvision classifier, "
+                        "random init), FILE.py:CALLABLE or package.module:CALLABLE returning an nn.Module "
+                        "(default: the checkpoint's own model, else vgg13)")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword argument for the model's builder, a YAML scalar (repeatable)")
+    p.add_argument("--width", type=float, default=1.0,
+                   help="channel width multiplier of registered models (default 1.0; tests use 0.125)")
+    p.add_argument("--mean", type=floats, default=None, metavar="R,G,B",
+                   help="input normalisation the model expects, per channel in [0, 1] units (default: the data's own)")
+    p.add_argument("--std", type=floats, default=None, metavar="R,G,B", help="see --mean")
+    if weights:
+        p.add_argument("--trust-pickle", action="store_true",
+                       help="allow --checkpoint to be a whole pickled module (torch.save(model, f)); unpickling "
+                            "runs code from the file, so only for files you trust. Recorded in the manifest")
+
+
+def model_source(args) -> tuple[str | None, dict]:
+    """--model and --model-arg as (canonical source or None, builder arguments); a source that
+    names no builder fails here, before any data is read."""
+    from .models import create_model
+    from .models.sources import canonical, check_source, kind_of, parse_model_args
+
+    model_args = parse_model_args(args.model_arg)
+    if not args.model:
+        return None, model_args
+    if kind_of(args.model) == "registry":
+        create_model(args.model, width=args.width)
+    else:
+        check_source(args.model)
+    return canonical(args.model), model_args
+
+
+def load_data(args, device):
+    """--data with --image-size, normalised by --mean/--std when given, on the device."""
+    from .data import load_dataset
+
+    data = load_dataset(args.data, image_size=args.image_size)
+    if getattr(args, "mean", None) or getattr(args, "std", None):
+        data = data.normalised(args.mean, args.std)
+    return data.to(device)
 
 
 def train_config(args, base=None):
@@ -130,19 +177,21 @@ class Train(Command):
 
     def run(self, args) -> int:
         from .baseline import train_baseline
-        from .checkpoint import check_writable
-        from .data import load_dataset
+        from .checkpoint import build_spec, check_writable
         from .env import resolve_device
-        from .models import ModelSpec, create_model
+        from .models import ModelSpec
         from .presets import dense_config
 
-        cfg = train_config(args, dense_config(args.model))
-        create_model(args.model, width=args.width)  # unknown names fail before data is read
-        path = args.out or Path("runs/dense") / f"{args.model}_dense_e{cfg.epochs}_s{cfg.seed}.pt"
+        source, model_args = model_source(args)
+        source = source or "vgg13"
+        cfg = train_config(args, dense_config(source))
+        label = ModelSpec(source).label
+        path = args.out or Path("runs/dense") / f"{label}_dense_e{cfg.epochs}_s{cfg.seed}.pt"
         check_writable(path, force=args.force)
         device = resolve_device(args.device)
-        data = load_dataset(args.data, image_size=args.image_size).to(device)
-        spec = ModelSpec(args.model, data.num_classes, args.width, data.image_size)
+        data = load_data(args, device)
+        spec = ModelSpec(source, data.num_classes, args.width, data.image_size, args=model_args)
+        build_spec(spec)  # a source that cannot build fails before training
         ckpt = train_baseline(spec, data, cfg, path, device=device, force=args.force)
         from .render import training_summary
 
@@ -207,9 +256,11 @@ class _Prune(Command):
                        help="retraining each round: finetune (small constant lr), lr (rewind the lr schedule; "
                             "default), weights (lottery ticket: rewind weights to an early dense epoch)")
         d = p.add_argument_group("dense model")
-        add_model_args(d)
-        d.add_argument("--checkpoint", type=Path, default=None, metavar="DENSE.pt",
-                       help="dense model to prune (default: train one, cached and reused)")
+        add_model_args(d, weights=True)
+        d.add_argument("--checkpoint", "--weights", type=Path, default=None, metavar="WEIGHTS",
+                       help="dense model to prune: a checkpoint of this toolchain, or your own weights with --model "
+                            "(state dict .pt/.pth/.bin, a training script's nested dict, .safetensors) "
+                            "(default: train one, cached and reused)")
         d.add_argument("--dense-epochs", type=positive_int, default=None,
                        help="epochs for a baseline trained here (default from presets)")
         add_data_args(p)
@@ -224,18 +275,14 @@ class _Prune(Command):
             o.add_argument(f"--no-{stage}", action="store_true", help=f"skip the {stage} stage")
 
     def run(self, args) -> int:
-        from .data import load_dataset
         from .env import resolve_device
         from .pipeline import PruneOptions, run_prune
         from .presets import dense_config, retrain_config
         from .render import artifacts_table, prune_summary
 
-        if args.checkpoint is None:
-            from .models import create_model
-
-            create_model(args.model, width=args.width)  # unknown names fail before anything else
-        retrain = train_config(args, retrain_config(args.model))
-        dense = dense_config(args.model)
+        source, model_args = model_source(args)
+        retrain = train_config(args, retrain_config(source))
+        dense = dense_config(source)
         if args.dense_epochs:
             dense = type(dense)(**{**dense.to_dict(), "epochs": args.dense_epochs, "seed": args.seed})
         else:
@@ -245,12 +292,12 @@ class _Prune(Command):
             allocation=getattr(args, "allocation", "auto"), round_to=getattr(args, "round_to", 0),
             method="imp" if args.imp else "omp", rounds=args.imp or 1, schedule=args.schedule,
             rewind=args.rewind, criterion=args.criterion, nm=parse_nm(getattr(args, "nm", "2:4")),
-            model=args.model, width=args.width, checkpoint=args.checkpoint, dense=dense, retrain=retrain,
-            out=args.out, resume=args.resume, force=args.force,
+            model=source, model_args=model_args, width=args.width, checkpoint=args.checkpoint,
+            trust_pickle=args.trust_pickle, dense=dense, retrain=retrain, out=args.out, resume=args.resume, force=args.force,
             stages=tuple(s for s in ("slim", "export", "bench", "report") if not getattr(args, f"no_{s}")),
             command=args.argv)
         device = resolve_device(args.device)
-        data = load_dataset(args.data, image_size=args.image_size).to(device)
+        data = load_data(args, device)
         manifest = run_prune(opts, data, device)
         from .sparsity import sparsity_table
 
@@ -303,7 +350,7 @@ class Slim(Command):
         add_data_args(p)
 
     def run(self, args) -> int:
-        from .checkpoint import check_writable, load_checkpoint, save_checkpoint
+        from .checkpoint import check_writable, load_checkpoint, save_checkpoint, with_contract
         from .data import load_dataset
         from .env import resolve_device
         from .render import slim_summary
@@ -314,14 +361,9 @@ class Slim(Command):
         check_writable(path, force=args.force)
         device = resolve_device(args.device)
         data = load_dataset(args.data if args.data != "auto" else ckpt["meta"].get("dataset", {}).get("source", "auto"),
-                            quiet=True, image_size=args.image_size or ckpt["model"].get("image_size")).to(device)
-        try:
-            payload, result = slim_checkpoint(ckpt, data, round_to=args.round_to, device=device)
-        except CompressError as e:
-            if e.message.startswith("nothing to remove"):
-                out.print(f"nothing to remove: {args.model} has no all-zero filters; no file written")
-                return 0
-            raise
+                            quiet=True, image_size=args.image_size or ckpt["model"].get("image_size"))
+        data = with_contract(data, ckpt).to(device)
+        payload, result = slim_checkpoint(ckpt, data, round_to=args.round_to, device=device)
         save_checkpoint(path, payload)
         out.print(slim_summary(result.stats, path))
         return 0
@@ -333,9 +375,10 @@ class All(Command):
     help = "the assignment's full set: dense, OMP/IMP x unstructured/filter, slim, ONNX, benchmark, report"
 
     def add_arguments(self, p):
-        add_model_args(p)
-        p.add_argument("--checkpoint", type=Path, default=None, metavar="DENSE.pt",
-                       help="dense model (default: train one, cached and reused)")
+        add_model_args(p, weights=True)
+        p.add_argument("--checkpoint", "--weights", type=Path, default=None, metavar="WEIGHTS",
+                       help="dense model: a checkpoint of ours, or your own weights with --model "
+                            "(default: train one, cached and reused)")
         p.add_argument("--dense-epochs", type=positive_int, default=None, help="epochs of a baseline trained here")
         p.add_argument("--unstructured-ratio", type=ratio, default=0.8, help="default 0.8")
         p.add_argument("--filter-ratio", type=ratio, default=0.4, help="default 0.4")
@@ -351,31 +394,32 @@ class All(Command):
             p.add_argument(f"--no-{stage}", action="store_true", help=f"skip the {stage} stage")
 
     def run(self, args) -> int:
-        from .data import load_dataset
         from .env import resolve_device
-        from .models import create_model
+        from .models import ModelSpec
         from .pipeline import PruneOptions, run_all
         from .presets import dense_config, retrain_config
         from .render import suite_summary
 
-        create_model(args.model, width=args.width)
-        dense = dense_config(args.model)
+        source, model_args = model_source(args)
+        dense = dense_config(source)
         dense = type(dense)(**{**dense.to_dict(), "seed": args.seed,
                                **({"epochs": args.dense_epochs} if args.dense_epochs else {})})
-        base = PruneOptions(kind="", allocation=args.allocation, model=args.model, width=args.width,
-                            checkpoint=args.checkpoint, dense=dense, retrain=train_config(args, retrain_config(args.model)),
+        base = PruneOptions(kind="", allocation=args.allocation, model=source, model_args=model_args, width=args.width,
+                            checkpoint=args.checkpoint, trust_pickle=args.trust_pickle, dense=dense,
+                            retrain=train_config(args, retrain_config(source)),
                             resume=args.resume, force=args.force, command=args.argv,
                             stages=tuple(s for s in ("slim", "export", "bench", "report") if not getattr(args, f"no_{s}")))
         device = resolve_device(args.device)
-        data = load_dataset(args.data).to(device)
+        data = load_data(args, device)
+        suite_dir = args.out or Path("runs") / f"{ModelSpec(source or 'vgg13').label}_all"
         manifest = run_all(base, {"unstructured": args.unstructured_ratio, "filter": args.filter_ratio}, data, device,
-                           args.out or Path("runs") / f"{args.model}_all", rounds=args.imp)
-        out.print(suite_summary(manifest, args.out or Path("runs") / f"{args.model}_all"))
+                           suite_dir, rounds=args.imp)
+        out.print(suite_summary(manifest, suite_dir))
         return 0
 
 
 # --------------------------------------------------------------------------- entry point
-COMMAND_MODULES = ("compress.cli_deploy", "compress.cli_analysis")  # register more subcommands on import
+COMMAND_MODULES = ("compress.cli_deploy", "compress.cli_analysis", "compress.cli_model")  # register more subcommands on import
 
 
 def build_parser() -> argparse.ArgumentParser:

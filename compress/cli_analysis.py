@@ -42,7 +42,7 @@ def _command_line() -> list[str] | None:
 
 def _load(args, kinds=("dense",)):
     """The checkpoint, and the data it was trained on unless --data says otherwise."""
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint, with_contract
     from .data import load_dataset
     from .env import resolve_device
 
@@ -50,7 +50,7 @@ def _load(args, kinds=("dense",)):
     device = resolve_device(args.device)
     spec = args.data if args.data != "auto" else ckpt.get("meta", {}).get("dataset", {}).get("source", "auto")
     data = load_dataset(spec, quiet=True, image_size=getattr(args, "image_size", None) or ckpt["model"].get("image_size"))
-    return ckpt, data.to(device), device
+    return ckpt, with_contract(data, ckpt).to(device), device
 
 
 @command

@@ -10,7 +10,7 @@ import hashlib
 import os
 import pickle
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -64,6 +64,22 @@ class Dataset:
         for k in ("train_x", "train_y", "test_x", "test_y"):
             setattr(self, k, getattr(self, k).to(device))
         return self
+
+    def normalised(self, mean=None, std=None) -> "Dataset":
+        """The same images with another input normalisation (a user model's --mean/--std); the
+        fingerprint changes with it, since a model trained on one does not fit the other."""
+        mean = tuple(float(v) for v in (mean or self.mean))
+        std = tuple(float(v) for v in (std or self.std))
+        for what, values in (("--mean", mean), ("--std", std)):
+            if len(values) != self.train_x.shape[1]:
+                raise CompressError(f"{what} has {len(values)} values but the images have {self.train_x.shape[1]} channels",
+                                    f"give one value per channel, e.g. {what} 0.5,0.5,0.5")
+        if any(v <= 0 for v in std):
+            raise CompressError(f"--std {','.join(map(str, std))} has a value <= 0", "standard deviations are positive")
+        if (mean, std) == (tuple(self.mean), tuple(self.std)):
+            return self
+        tag = hashlib.sha1(repr((mean, std)).encode()).hexdigest()[:6]
+        return replace(self, mean=mean, std=std, fingerprint=f"{self.fingerprint}-n{tag}")
 
     def describe(self) -> dict:
         """Plain metadata for checkpoints and manifests."""

@@ -94,8 +94,12 @@ class FilterGroup:
     out-channel-pruned parameter to the channel indices that correspond to the root's channels.
     """
 
-    def __init__(self, root: str, channels: int, members: dict[str, list[int]], convs: list[str]):
+    def __init__(self, root: str, channels: int, members: dict[str, list[int]], convs: list[str],
+                 channel_groups: int = 1):
         self.root, self.channels, self.members, self.convs = root, channels, members, convs
+        # a grouped conv (ResNeXt, RegNet) in the group: its G channel blocks must stay equal in
+        # size, so the same positions are pruned in every block (as Torch-Pruning's MetaPruner does)
+        self.channel_groups = channel_groups
 
     def __repr__(self):
         return f"FilterGroup({self.root}, {self.channels} channels, convs={self.convs})"
@@ -103,12 +107,16 @@ class FilterGroup:
 
 def filter_groups(model: nn.Module, example_inputs: torch.Tensor) -> list[FilterGroup]:
     """Coupled filter groups of `model`, rooted at conv layers, from Torch-Pruning's DependencyGraph."""
-    import torch_pruning as tp
     from torch_pruning._helpers import to_plain_idxs, to_root_idxs
+
+    from .structure import FIXED_ATTR, build_graph, find_fixed_filters
 
     was_training = model.training
     model.eval()
-    dg = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+    dg = build_graph(model, example_inputs)
+    if FIXED_ATTR not in model.__dict__:  # built outside ModelSpec.build(): find them now
+        model.__dict__[FIXED_ATTR] = find_fixed_filters(model, example_inputs)
+    fixed = model.__dict__[FIXED_ATTR]
     names = {m: n for n, m in model.named_modules()}
     groups = []
     for group in dg.get_all_groups(root_module_types=[nn.Conv2d]):
@@ -116,9 +124,12 @@ def filter_groups(model: nn.Module, example_inputs: torch.Tensor) -> list[Filter
         channels = root_module.out_channels
         members: dict[str, list[int]] = {}
         convs = []
+        channel_groups = 1
         for item in group.items:
             dep, idxs = item.dep, item.idxs
             module = dep.target.module
+            if isinstance(module, nn.Conv2d) and 1 < module.groups < module.out_channels:
+                channel_groups = max(channel_groups, module.groups)
             if not dg.is_out_channel_pruning_fn(dep.handler) or module not in names:
                 continue
             order = [p for _, p in sorted(zip(to_root_idxs(idxs), to_plain_idxs(idxs)))]
@@ -130,8 +141,9 @@ def filter_groups(model: nn.Module, example_inputs: torch.Tensor) -> list[Filter
             elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
                 members[f"{names[module]}.weight"] = order
                 members[f"{names[module]}.bias"] = order
-        if convs:
-            groups.append(FilterGroup(names[root_module], channels, members, list(dict.fromkeys(convs))))
+        if convs and not any(f"{c}.weight" in fixed for c in convs):
+            groups.append(FilterGroup(names[root_module], channels, members, list(dict.fromkeys(convs)),
+                                      channel_groups if channels % channel_groups == 0 else 1))
     model.train(was_training)
     return groups
 
@@ -154,29 +166,45 @@ def filter_masks(model: nn.Module, ratios: dict[str, float], example_inputs: tor
         listed = {w: ratios[w] for w in weights if w in ratios}
         if not listed:
             continue
-        if len(set(listed.values())) > 1:
+        # ratios within one channel of each other agree (an allocation's top-up raises one layer by
+        # a channel); the group takes the largest. Others are a contradiction the user must resolve
+        counts = [pruned_count(r, g.channels) for r in listed.values()]
+        if max(counts) - min(counts) > 1:
             raise CompressError(
                 f"layers {', '.join(listed)} share their output channels (a residual group) but have different "
                 f"ratios {sorted(set(listed.values()))}", "give every layer of the group the same ratio")
-        ratio = next(iter(listed.values()))
+        ratio = max(listed.values())
         score = torch.zeros(g.channels)
         for w in weights:
             idx = g.members[w]
             s = scores[w] if scores is not None and w in scores else params[w].detach().flatten(1).pow(2).sum(1)
             score += s.float().cpu()[idx]
-        k = pruned_count(ratio, g.channels)
+        already = None
         if previous is not None and weights[0] in previous:
             already = ~previous[weights[0]].flatten(1).any(1).cpu()[g.members[weights[0]]]
-            score[already] = -float("inf")
-            k = max(k, int(already.sum()))
-        keep_root = torch.ones(g.channels, dtype=torch.bool)
-        keep_root[torch.argsort(score, stable=True)[:k]] = False
+        keep_root = _keep_channels(score, ratio, already, g.channel_groups)
         for pname, idx in g.members.items():
             p = params[pname]
             keep = torch.ones(p.shape[0], dtype=torch.bool)
             keep[torch.tensor(idx)] = keep_root
             masks[pname] = keep.view(-1, *([1] * (p.ndim - 1))).expand_as(p).clone()
     return masks
+
+
+def _keep_channels(score: torch.Tensor, ratio: float, already: torch.Tensor | None, blocks: int = 1) -> torch.Tensor:
+    """Root channels to keep: the lowest-scoring `ratio` share pruned, earlier prunings kept
+    pruned. With `blocks` > 1 the same positions go in every block (scores averaged over blocks)."""
+    size = score.numel() // blocks
+    score = score.view(blocks, size).mean(0)
+    if already is not None:
+        already = already.view(blocks, size).all(0)
+    k = pruned_count(ratio, size)
+    if already is not None:
+        score[already] = -float("inf")
+        k = max(k, int(already.sum()))
+    keep = torch.ones(size, dtype=torch.bool)
+    keep[torch.argsort(score, stable=True)[:k]] = False
+    return keep.repeat(blocks)
 
 
 def mask_sparsity(masks: dict[str, torch.Tensor]) -> float:

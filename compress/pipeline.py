@@ -10,14 +10,16 @@ from pathlib import Path
 import torch
 
 from .baseline import get_baseline
+from .checkpoint import build_spec, check_fits_data, load_dense, model_from_checkpoint, save_checkpoint, with_contract
 from .console import notice, out
 from .data import Dataset
 from .errors import CompressError
-from .models import ModelSpec, create_model
+from .models import ModelSpec
+from .models.sources import canonical
 from .presets import dense_config, shipped_config
 from .ratios import allocate, planned_sparsity, read_ratio_file, round_to_multiple, top_up
 from .schedule import PruneJob, Run, prune
-from .train import TrainConfig
+from .train import TrainConfig, evaluate
 
 STAGES = ("slim", "export", "bench", "report")
 
@@ -35,9 +37,11 @@ class PruneOptions:
     rewind: str = "lr"
     criterion: str = "magnitude"
     nm: tuple[int, int] = (2, 4)
-    model: str = "vgg13"
+    model: str | None = None  # model source; None: the checkpoint's own, else vgg13
+    model_args: dict = field(default_factory=dict)
     width: float = 1.0
     checkpoint: Path | None = None
+    trust_pickle: bool = False
     dense: TrainConfig | None = None
     retrain: TrainConfig = field(default_factory=TrainConfig)
     out: Path | None = None
@@ -48,7 +52,53 @@ class PruneOptions:
     command: list[str] = field(default_factory=list)
 
 
-def resolve_ratios(opts: PruneOptions, model: torch.nn.Module) -> tuple[dict[str, float], float, str]:
+DEFAULT_MODEL = "vgg13"
+
+
+def requested_spec(opts: PruneOptions, data: Dataset) -> ModelSpec | None:
+    """The model the options name (None when only a checkpoint of ours names it)."""
+    if opts.model is None and opts.checkpoint is not None:
+        return None
+    return ModelSpec(canonical(opts.model or DEFAULT_MODEL), data.num_classes, opts.width, data.image_size,
+                     args=dict(opts.model_args))
+
+
+def resolve_dense(opts: PruneOptions, data: Dataset, device: torch.device) -> tuple[ModelSpec, dict | None, Dataset]:
+    """The spec to prune, the dense checkpoint when one was given (ours, or foreign weights
+    imported and evaluated), and the data normalised as that model expects. Nothing is written."""
+    wanted = requested_spec(opts, data)
+    if opts.checkpoint is None:
+        return wanted, None, data
+    dense = load_dense(opts.checkpoint, wanted, trust_pickle=opts.trust_pickle)
+    spec = ModelSpec.from_dict(dense["model"])
+    check_fits_data(spec, data, str(opts.checkpoint))
+    data = with_contract(data, dense)
+    if "imported" in dense["meta"]:
+        imported = dense["meta"]["imported"]
+        out.print(f"[bold]weights[/bold] from {opts.checkpoint}: {imported['summary']}", soft_wrap=True)
+        model = model_from_checkpoint(dense).to(device)
+        acc = evaluate(model, data, device)[0]
+        dense["meta"].update(accuracy=round(acc, 2), dataset=data.describe(), epochs=None)
+        imported["accuracy_warning"] = chance_warning(acc, data)
+        out.print(f"[bold]imported model[/bold] {spec.describe()}: {acc:.2f}% on {data.test_x.shape[0]} test images",
+                  soft_wrap=True)
+        if imported["accuracy_warning"]:
+            notice(imported["accuracy_warning"])
+    return spec, dense, data
+
+
+def chance_warning(acc: float, data: Dataset) -> str | None:
+    """A loud note when an imported model scores near chance: its input contract is probably off."""
+    chance = 100 / data.num_classes
+    if acc >= min(2 * chance, chance + (100 - chance) / 4):
+        return None
+    return (f"[bold red]the imported model is near chance[/bold red] ({acc:.2f}% vs {chance:.1f}% for guessing): "
+            "the usual causes are another input normalisation (pass the --mean/--std it was trained with), "
+            "another class order, or weights that were never trained; pruning it will not tell you anything")
+
+
+def resolve_ratios(opts: PruneOptions, model: torch.nn.Module,
+                   spec: ModelSpec | None = None) -> tuple[dict[str, float], float, str]:
     """(layer ratios, overall target, where they came from)."""
     kind = "unstructured" if opts.kind == "nm" else opts.kind
     if opts.kind == "nm":
@@ -60,8 +110,9 @@ def resolve_ratios(opts: PruneOptions, model: torch.nn.Module) -> tuple[dict[str
         return ratios, planned_sparsity(model, kind, ratios), f"{n}:{m} on {len(names)} layers"
     config = opts.config
     source = "file"
-    if config is None and opts.allocation == "auto" and opts.ratio is not None:
-        config = shipped_config(opts.model, kind, opts.ratio)
+    if config is None and opts.allocation == "auto" and opts.ratio is not None and spec is not None \
+            and spec.source_kind == "registry":
+        config = shipped_config(spec.name, kind, opts.ratio)
         source = "shipped"
     if config is not None:
         ratios = read_ratio_file(config, model, kind)
@@ -82,14 +133,13 @@ def resolve_ratios(opts: PruneOptions, model: torch.nn.Module) -> tuple[dict[str
     return ratios, opts.ratio, f"{method} allocation" + (f", widths rounded to {opts.round_to}" if opts.round_to else "")
 
 
-def global_allocation(model: torch.nn.Module, opts: PruneOptions, target: float, data: Dataset) -> dict[str, float]:
+def global_allocation(model: torch.nn.Module, opts: PruneOptions, target: float, data: Dataset,
+                      spec: ModelSpec) -> dict[str, float]:
     """Layer ratios from ranking every unit of every layer together, by the run's criterion."""
     from .criteria import scores_for, synflow_ratios
     from .ratios import prunable
-    from .slim import example_input
 
-    spec_example = example_input(ModelSpec(opts.model, data.num_classes, opts.width, data.image_size))
-    example = spec_example.to(next(model.parameters()).device)
+    example = spec.example_input().to(next(model.parameters()).device)
     if opts.criterion == "synflow" and opts.kind == "unstructured":  # the paper's global SynFlow
         return top_up(model, "unstructured", synflow_ratios(model, target, example)[0], target)
     names = {n: target for n in prunable(model, opts.kind)}
@@ -97,10 +147,10 @@ def global_allocation(model: torch.nn.Module, opts: PruneOptions, target: float,
     return allocate(model, opts.kind, target, "global", scores=scores)
 
 
-def default_run_dir(opts: PruneOptions, target: float) -> Path:
+def default_run_dir(opts: PruneOptions, target: float, spec: ModelSpec) -> Path:
     sched = "omp" if opts.method == "omp" else f"imp{opts.rounds}"
     kind = f"nm{opts.nm[0]}{opts.nm[1]}" if opts.kind == "nm" else opts.kind
-    return Path("runs") / f"{opts.model}_{kind}_{target:.2f}_{sched}"
+    return Path("runs") / f"{spec.label}_{kind}_{target:.2f}_{sched}"
 
 
 def open_run_dir(path: Path, resume: bool, force: bool) -> Path:
@@ -119,18 +169,13 @@ def open_run_dir(path: Path, resume: bool, force: bool) -> Path:
 
 def run_prune(opts: PruneOptions, data: Dataset, device: torch.device) -> dict:
     """The whole prune command; returns the run manifest (with paths of every artifact)."""
-    # ---- checks that need no training come first: a bad ratio file must not cost a baseline
-    if opts.checkpoint is not None:
-        from .checkpoint import check_fits_data, load_checkpoint
-
-        dense_meta = load_checkpoint(opts.checkpoint, kinds=("dense",))
-        spec = ModelSpec.from_dict(dense_meta["model"])
-        check_fits_data(spec, data, str(opts.checkpoint))
-    else:
-        spec = ModelSpec(opts.model, data.num_classes, opts.width, data.image_size)
-    opts.model = spec.name
-    probe = create_model(spec.name, num_classes=spec.num_classes, width=spec.width, image_size=spec.image_size)
-    ratios, target, source = resolve_ratios(opts, probe)
+    # ---- checks that need no training come first: a bad ratio file or weights that do not fit
+    # the model must not cost a baseline, nor leave a run folder behind
+    spec, given, data = resolve_dense(opts, data, device)
+    if given is None and spec.source_kind != "registry":
+        notice(f"model: {spec.describe()}")
+    probe = build_spec(spec)
+    ratios, target, source = resolve_ratios(opts, probe, spec)
     from .render import ratio_table
 
     if opts.kind != "nm" and not source.startswith("global"):
@@ -139,25 +184,32 @@ def run_prune(opts: PruneOptions, data: Dataset, device: torch.device) -> dict:
                    schedule=opts.schedule, rewind=opts.rewind, criterion=opts.criterion, retrain=opts.retrain,
                    nm=opts.nm)
     job.validate()
-    run_dir = open_run_dir(opts.out or default_run_dir(opts, target), opts.resume, opts.force)
+    run_dir = open_run_dir(opts.out or default_run_dir(opts, target, spec), opts.resume, opts.force)
 
-    # ---- the dense model: given, cached, or trained now
-    dense_cfg = opts.dense or dense_config(spec.name)
-    dense, dense_path = get_baseline(spec, data, dense_cfg, device=device, checkpoint=opts.checkpoint, show=opts.show)
+    # ---- the dense model: given (ours, or imported and saved here as ours), cached, or trained now
     local_dense = run_dir / "dense.pt"
+    if given is not None and "imported" in given["meta"]:
+        if not local_dense.exists():
+            save_checkpoint(local_dense, given)
+        dense, dense_path = given, local_dense
+    elif given is not None:
+        dense, dense_path = given, Path(opts.checkpoint)
+    else:
+        dense_cfg = opts.dense or dense_config(spec.name)
+        dense, dense_path = get_baseline(spec, data, dense_cfg, device=device, show=opts.show)
     if not local_dense.exists():
         _link_or_copy(dense_path, local_dense)
     if source.startswith("global"):  # a global ranking needs the trained weights, not the probe's
-        from .checkpoint import model_from_checkpoint
-
         trained = model_from_checkpoint(dense).to(device)
-        job.ratios = global_allocation(trained, opts, target, data)
+        job.ratios = global_allocation(trained, opts, target, data, spec)
         source = f"global {opts.criterion} ranking"
         out.print(ratio_table(trained, opts.kind, job.ratios, source))
     manifest = prune(job, dense, data, run_dir, device=device, resume=opts.resume, show=opts.show,
                      dense_path=dense_path)
     manifest["ratio_source"] = source
     manifest["command"] = opts.command
+    if "imported" in dense["meta"]:
+        manifest["imported"] = dense["meta"]["imported"]
     manifest.setdefault("artifacts", {})
     Run(run_dir).write(manifest)
     return run_stages(run_dir, data, device, opts.stages)
@@ -278,12 +330,20 @@ def run_all(base: PruneOptions, ratios: dict[str, float], data: Dataset, device:
     from .env import versions
 
     t0 = time.perf_counter()
+    spec, given, data = resolve_dense(base, data, device)  # weights checked before the folder exists
     suite = open_run_dir(out_dir, base.resume, base.force)
-    spec = ModelSpec(base.model, data.num_classes, base.width, data.image_size)
-    dense_cfg = base.dense or dense_config(spec.name)
-    dense, dense_path = get_baseline(spec, data, dense_cfg, device=device, checkpoint=base.checkpoint, show=base.show)
-    if not (suite / "dense.pt").exists():
-        _link_or_copy(dense_path, suite / "dense.pt")
+    if given is not None:
+        dense = given
+        if not (suite / "dense.pt").exists():
+            if "imported" in given["meta"]:
+                save_checkpoint(suite / "dense.pt", given)
+            else:
+                _link_or_copy(Path(base.checkpoint), suite / "dense.pt")
+    else:
+        dense, dense_path = get_baseline(spec, data, base.dense or dense_config(spec.name), device=device,
+                                         show=base.show)
+        if not (suite / "dense.pt").exists():
+            _link_or_copy(dense_path, suite / "dense.pt")
     manifest = {"format": "compress-suite/1", "status": "running", "model": spec.to_dict(),
                 "dataset": data.describe(), "dense": {"path": "dense.pt", "accuracy": dense["meta"]["accuracy"]},
                 "runs": {}, "results": {}, "command": base.command, "versions": versions(), "device": str(device),
@@ -299,7 +359,8 @@ def run_all(base: PruneOptions, ratios: dict[str, float], data: Dataset, device:
         if base.resume and (run_dir / "manifest.json").exists() and Run(run_dir).read().get("status") == "complete":
             m = Run(run_dir).read()
         else:
-            opts = PruneOptions(**{**base.__dict__, "kind": kind, "ratio": ratios[kind], "method": method,
+            opts = PruneOptions(**{**base.__dict__, "model": None, "model_args": {}, "width": 1.0,
+                                   "kind": kind, "ratio": ratios[kind], "method": method,
                                    "rounds": rounds if method == "imp" else 1, "checkpoint": suite / "dense.pt",
                                    "out": run_dir, "resume": base.resume and run_dir.exists(), "force": True,
                                    "stages": tuple(s for s in base.stages if s in ("slim", "export"))})

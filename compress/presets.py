@@ -6,6 +6,7 @@ full CIFAR-10 or a GPU, raise --epochs.
 """
 from __future__ import annotations
 
+import importlib.resources
 from pathlib import Path
 
 from .train import TrainConfig
@@ -30,7 +31,13 @@ def retrain_config(model: str) -> TrainConfig:
     return TrainConfig(**RETRAIN.to_dict())
 
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+def config_dir() -> Path:
+    """The shipped ratio files: `configs/` in a checkout, the package data `compress.configs` in
+    a wheel install (the same files: pyproject.toml maps one onto the other)."""
+    return Path(str(importlib.resources.files("compress.configs")))
+
+
+CONFIG_DIR = config_dir()
 
 
 def shipped_config(model: str, kind: str, ratio: float) -> Path | None:

@@ -19,6 +19,7 @@ import torch.nn as nn
 import yaml
 
 from .errors import CompressError, did_you_mean
+from .structure import fixed_filters
 
 KINDS = ("unstructured", "filter", "nm")
 ALLOCATIONS = ("uniform", "global")
@@ -28,13 +29,16 @@ def prunable(model: nn.Module, kind: str) -> dict[str, torch.Tensor]:
     """The weights a pruning kind may touch, by parameter name, in model order.
 
     unstructured / N:M: conv and linear weights (the classifier counts);
-    filter: conv weights (output filters).
+    filter: conv weights (output filters), except those that must stay whole (the conv that
+    produces the logits, convs Torch-Pruning cannot handle: see `structure.py`).
     """
     types = (nn.Conv2d,) if kind == "filter" else (nn.Conv2d, nn.Linear)
+    fixed = fixed_filters(model) if kind == "filter" else {}
     out = {}
     for mname, m in model.named_modules():
-        if isinstance(m, types) and m.weight is not None:
-            out[f"{mname}.weight" if mname else "weight"] = m.weight
+        name = f"{mname}.weight" if mname else "weight"
+        if isinstance(m, types) and m.weight is not None and name not in fixed:
+            out[name] = m.weight
     return out
 
 
@@ -103,6 +107,9 @@ def check_ratios(table: dict, model: nn.Module, kind: str, where: str = "ratios"
         name = str(name)
         if name not in params:
             raise CompressError(f"{where}: {name!r} is not a parameter of the model", did_you_mean(name, allowed))
+        if kind == "filter" and name in fixed_filters(model):
+            raise CompressError(f"{where}: {name!r} cannot be filter-pruned: {fixed_filters(model)[name]}",
+                                "remove it from the ratio file (`compress layers` lists what can be pruned)")
         if name not in allowed:
             what = "conv weights (4-D)" if kind == "filter" else "conv and linear weights"
             shape = tuple(params[name].shape)

@@ -537,6 +537,29 @@ def _num(x, fmt: str) -> str:
     return format(x, fmt) if isinstance(x, (int, float)) else "–"
 
 
+def _imported_section(runs: list[RunData]) -> list[str]:
+    """Where a user's own weights came from, how they scored before pruning, and any warning."""
+    imported = runs[0].manifest.get("imported")
+    if not imported:
+        return []
+    m = runs[0].manifest
+    ds = m.get("dataset", {})
+    out = ["## Your model", "",
+           f"- source: `{m.get('model', {}).get('name', '?')}`"
+           + (f" with arguments `{m['model']['args']}`" if m.get("model", {}).get("args") else ""),
+           f"- weights: `{imported.get('path', '?')}`: {imported.get('summary', '')}",
+           f"- imported model: {_acc(m.get('dense', {}).get('accuracy'))} on {ds.get('test_images', '?')} test images "
+           "(evaluated before pruning)",
+           f"- input contract: {ds.get('image_size', '?')} px, pixels / 255, mean {ds.get('mean')}, std {ds.get('std')} "
+           "(also in the ONNX files' metadata)"]
+    if imported.get("trust_pickle"):
+        out.append("- **loaded by unpickling a whole module (`--trust-pickle`)**: code from the file ran")
+    if imported.get("accuracy_warning"):
+        warning = imported["accuracy_warning"].replace("[bold red]", "**").replace("[/bold red]", "**")
+        out += ["", f"> **Warning:** {warning}"]
+    return out + [""]
+
+
 def _environment_section(top: dict, runs: list[RunData]) -> list[str]:
     m = runs[0].manifest
     versions = top.get("versions") or m.get("versions") or {}
@@ -611,6 +634,7 @@ def write_report(run_dir: Path, *, mask_layer: str | None = None) -> Path:
     if ds.get("name", "").endswith("sample"):
         lines += ["> Trained and tested on the bundled CIFAR-10 sample: accuracies are not comparable with full "
                   "CIFAR-10 results.", ""]
+    lines += _imported_section(runs)
     lines += _results_section(top, runs, figs)
     lines += _rounds_section(runs)
     lines += _layers_section(runs, figs)

@@ -141,7 +141,7 @@ def slim(masked: nn.Module, spec: ModelSpec, data: Dataset | None = None, *, rou
     slim_model, history, extra = remove_channels(slim_model, example, round_to)
     seconds = time.perf_counter() - t0
     if not history:
-        raise CompressError("nothing to remove: the model has no all-zero filters",
+        raise CompressError("nothing to remove: the model has no all-zero filters, so no file was written",
                             "slim works on filter-pruned models (compress filter ...)")
     if extra:  # rounding removed live filters: the reference is the masked model with them zeroed
         _zero_removed_filters(reference, history, spec)

@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from compress.checkpoint import atomic_write, check_writable, load_checkpoint, model_from_checkpoint
+from compress.checkpoint import (atomic_write, check_writable, input_contract, load_checkpoint, model_from_checkpoint,
+                                 with_contract)
 from compress.console import notice
 from compress.data import Dataset, load_dataset
 from compress.errors import CompressError
@@ -120,6 +121,7 @@ def _resolve_data(data, ckpt: dict, spec: ModelSpec) -> Dataset:
                 data = load_dataset("auto", quiet=True, image_size=spec.image_size)
         else:
             data = load_dataset(str(data), quiet=True, image_size=spec.image_size)
+    data = with_contract(data, ckpt)  # the normalisation the model was trained with
     shape = tuple(data.test_x.shape[1:])
     want = (spec.in_channels, spec.image_size, spec.image_size)
     if shape != want:
@@ -135,7 +137,8 @@ def _build(model, spec, ckpt, targets: dict, staging: Path, data, opset: int, fp
     staged = {}
     x, ref = reference_logits(model, data)
     plain_fmt = next(iter(targets))
-    plain = export_onnx(model, spec, staging / targets[plain_fmt].name, opset=opset, fp16=fp16)
+    plain = export_onnx(model, spec, staging / targets[plain_fmt].name, opset=opset, fp16=fp16,
+                        contract=input_contract(ckpt.get("meta", {})))
     proto = onnx.load(str(plain))
     stats = weight_stats(proto)
     staged[plain_fmt] = _measure(plain, x, ref, stats)

@@ -50,11 +50,13 @@ def check_opset(opset: int) -> int:
     return opset
 
 
-def export_onnx(model: nn.Module, spec: ModelSpec, path: Path, *, opset: int = 18, fp16: bool = False) -> Path:
+def export_onnx(model: nn.Module, spec: ModelSpec, path: Path, *, opset: int = 18, fp16: bool = False,
+                contract: dict | None = None) -> Path:
     """Export `model` (eval mode, on CPU, a copy: the caller's module is untouched) to `path`.
 
     Input `images` [batch, C, H, W] float32, output `logits` [batch, classes] float32, batch
-    dynamic; all weights inside the one file; `onnx.checker.check_model(full_check=True)`
+    dynamic; all weights inside the one file; `contract` (image size, mean/std, class names:
+    `compress.checkpoint.input_contract`) goes into the file's metadata for whoever ships it; `onnx.checker.check_model(full_check=True)`
     passes before the file appears (written to a temp file in the same folder, then renamed).
     """
     import onnx
@@ -67,7 +69,7 @@ def export_onnx(model: nn.Module, spec: ModelSpec, path: Path, *, opset: int = 1
     # Batch 2, not 1: torch.export specialises a size-1 dimension to a constant.
     example = torch.zeros(2, spec.in_channels, spec.image_size, spec.image_size)
     proto = _trace(net, example, opset)
-    _tidy(proto, spec, fp16)
+    _tidy(proto, spec, fp16, contract)
     _check_interface(proto)
     if proto.ByteSize() > PROTOBUF_LIMIT:
         raise CompressError(f"the ONNX model is {proto.ByteSize() / 2**30:.1f} GiB, over protobuf's 2 GiB limit",
@@ -101,13 +103,23 @@ def _trace(net: nn.Module, example: torch.Tensor, opset: int):
     return proto
 
 
-def _tidy(proto, spec: ModelSpec, fp16: bool) -> None:
-    """Drop per-node debug metadata (stack traces with this machine's paths) and record what the model is."""
+def _tidy(proto, spec: ModelSpec, fp16: bool, contract: dict | None = None) -> None:
+    """Drop per-node debug metadata (stack traces with this machine's paths) and record what the
+    model is and what input it expects."""
     for node in proto.graph.node:
         del node.metadata_props[:]
-    proto.graph.name = spec.name
-    proto.doc_string = f"{spec.name} exported by compress: input '{INPUT_NAME}' (normalised NCHW float32), output '{OUTPUT_NAME}'"
+    proto.graph.name = spec.label
+    how = ""
+    if contract and contract.get("mean"):
+        how = (f": pixels / 255, minus mean {contract['mean']}, divided by std {contract['std']}, "
+               f"{spec.image_size}x{spec.image_size}")
+    proto.doc_string = (f"{spec.label} exported by compress: input '{INPUT_NAME}' (normalised NCHW float32{how}), "
+                        f"output '{OUTPUT_NAME}'")
     meta = {"compress.model": json.dumps(spec.to_dict()), "compress.precision": "fp16" if fp16 else "fp32"}
+    if contract:
+        meta["compress.input"] = json.dumps({k: v for k, v in contract.items() if k != "classes"})
+        if contract.get("classes"):
+            meta["compress.classes"] = json.dumps(contract["classes"])
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value

@@ -1,36 +1,83 @@
 """Architectures by name (timm-style registry): `create_model("vgg13")`, `list_models()`."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch.nn as nn
 
 from ..errors import CompressError, did_you_mean
+from ..structure import mark_fixed_filters
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], str]] = {}
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Everything needed to rebuild an unpruned model: saved in every checkpoint."""
+    """Everything needed to rebuild an unpruned model: saved in every checkpoint.
+
+    `name` is a model source (see `sources.py`): a registry name, `torchvision:NAME`,
+    `file.py:CALLABLE` or `package.module:CALLABLE`; `args` are the builder's keyword arguments.
+    """
 
     name: str
     num_classes: int = 10
     width: float = 1.0
     image_size: int = 32
     in_channels: int = 3
+    args: dict = field(default_factory=dict, hash=False, compare=True)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not d["args"]:
+            del d["args"]  # registry specs keep their old form (and baseline cache keys)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
+    @property
+    def label(self) -> str:
+        """Short name for folders and titles ('vgg13', 'resnet50', 'my_vgg13')."""
+        return sources.label(self.name)
+
+    @property
+    def source_kind(self) -> str:
+        return sources.kind_of(self.name)
+
+    def example_input(self, batch: int = 1):
+        import torch
+
+        return torch.zeros(batch, self.in_channels, self.image_size, self.image_size)
+
     def build(self) -> nn.Module:
-        return create_model(self.name, num_classes=self.num_classes, width=self.width,
-                            image_size=self.image_size, in_channels=self.in_channels)
+        """A freshly initialised module; its filter-prunable layers are marked (see `structure`)."""
+        variant = sources.cifar_stem_variant(self.name, self.image_size)
+        if variant and self.args.get("cifar_stem", True):
+            model = create_model(variant, num_classes=self.num_classes, width=self.width,
+                                 image_size=self.image_size, in_channels=self.in_channels)
+        elif self.source_kind == "registry":
+            if self.args:
+                raise CompressError(f"registered models take no --model-arg (got {sorted(self.args)})",
+                                    "use --width for a registered model, or drop --model-arg")
+            model = create_model(self.name, num_classes=self.num_classes, width=self.width,
+                                 image_size=self.image_size, in_channels=self.in_channels)
+        else:
+            args = {k: v for k, v in self.args.items() if k != "cifar_stem"}
+            model = sources.build_from_source(self.name, args, num_classes=self.num_classes,
+                                              image_size=self.image_size, in_channels=self.in_channels,
+                                              width=self.width)
+        mark_fixed_filters(model, self.example_input())
+        return model
+
+    def describe(self) -> str:
+        """What was built, in words ('torchvision:resnet18 (CIFAR-stem variant: ...)')."""
+        variant = sources.cifar_stem_variant(self.name, self.image_size)
+        if variant and self.args.get("cifar_stem", True):
+            return (f"{self.name}, built as the CIFAR-stem variant (3x3 stride-1 first conv, no max-pool) for "
+                    f"{self.image_size} px images; --model-arg cifar_stem=false for torchvision's ImageNet stem")
+        return self.name
 
 
 def register_model(name: str, description: str):
@@ -68,4 +115,4 @@ def scaled(channels: int, width: float) -> int:
 
 
 # Register the architectures (import for side effects).
-from . import alexnet, resnet_cifar, torchvision_models, vgg  # noqa: E402,F401
+from . import alexnet, resnet_cifar, sources, torchvision_models, vgg  # noqa: E402,F401

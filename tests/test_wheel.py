@@ -1,0 +1,26 @@
+"""A wheel install carries the shipped ratio files and finds them (not only a source checkout)."""
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_ships_and_finds_the_ratio_files(tmp_path):
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                            "-q", "-w", str(tmp_path / "dist")], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheel = next((tmp_path / "dist").glob("*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "compress/configs/vgg13_filter_0.40.yaml" in names
+    assert "compress/configs/vgg13_unstructured_0.80.yaml" in names
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    # the installed copy, not this checkout, answers (PYTHONPATH comes before the editable install)
+    probe = ("import compress.presets as p; print(p.shipped_config('vgg13', 'filter', 0.4)); "
+             "print(p.shipped_config('vgg13', 'unstructured', 0.8))")
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+                         env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    found = [Path(line) for line in run.stdout.split()]
+    assert len(found) == 2 and all(p.is_file() and (tmp_path / "site") in p.parents for p in found), run.stdout
