@@ -35,3 +35,10 @@ python -m bench.train_throughput --model vgg13 --batch-size 128 --steps 20 --mas
 python -m bench.filter_speedup | tee "$WORK/filter_speedup.out"
 python -m bench.semi_structured | tee "$WORK/semi.out"
 python -m export.sizes --out "$WORK/sizes" | tee "$WORK/sizes.out"
+
+# your own model: a VGG13 from a .py file, trained by a plain PyTorch script, then the whole pipeline;
+# a torchvision model (CIFAR-stem ResNet-18) with a baseline trained here
+(cd docs/examples && python train_my_vgg.py --epochs 20 --out "$WORK/my_vgg.pth") | tee "$WORK/my_vgg_train.out"
+cd "$WORK"
+t byom_vgg compress filter --ratio 0.4 --imp 3 --model "$REPO/docs/examples/my_vgg.py:vgg13" --checkpoint "$WORK/my_vgg.pth" --data sample --out byom_vgg
+t byom_r18 compress filter --ratio 0.4 --imp 3 --model torchvision:resnet18 --data sample --dense-epochs 6 --epochs 3 --out byom_r18

@@ -52,8 +52,17 @@ def canonical(source: str) -> str:
 
 
 def label(source: str) -> str:
-    """A short name for folders and titles: 'vgg13', 'resnet50', or the callable's name."""
-    name = source[len(TORCHVISION):] if source.startswith(TORCHVISION) else source.rsplit(":", 1)[-1]
+    """A short name for folders and titles: 'vgg13', 'resnet50', or 'my_vgg.vgg13' (file or
+    module, then the callable: a user's vgg13 does not share run folders with the registry's)."""
+    kind = kind_of(source)
+    if kind == "torchvision":
+        name = source[len(TORCHVISION):]
+    elif kind == "registry":
+        name = source
+    else:
+        target, attr = source.rsplit(":", 1)
+        stem = Path(target).stem if kind == "file" else target.rsplit(".", 1)[-1]
+        name = f"{stem}.{attr}"
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "model"
 
 

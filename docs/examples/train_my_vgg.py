@@ -22,9 +22,11 @@ MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 def read(files):
     xs, ys = [], []
     for f in files:
-        d = pickle.load(open(SAMPLE / f, "rb"), encoding="bytes")
-        xs.append(torch.tensor(d[b"data"]).view(-1, 3, 32, 32))
-        ys.append(torch.tensor(d[b"labels"]))
+        with open(SAMPLE / f, "rb") as fh:
+            d = pickle.load(fh, encoding="bytes")
+        d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}  # official batches: bytes keys
+        xs.append(torch.tensor(d["data"]).view(-1, 3, 32, 32))
+        ys.append(torch.tensor(d["labels"]))
     return torch.cat(xs), torch.cat(ys)
 
 
