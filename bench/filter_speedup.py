@@ -23,6 +23,7 @@ from compress.console import err, out
 from compress.errors import CompressError
 from compress.masks import apply_masks, filter_masks
 from compress.models import ModelSpec
+from compress.presets import config_dir
 from compress.ratios import allocate, planned_sparsity, read_ratio_file, round_to_multiple
 from compress.slim import example_input, slim
 
@@ -30,7 +31,7 @@ from .benchmark import run_benchmark
 from .latency import Settings
 from .models import BenchModel
 
-CONFIG = Path(__file__).resolve().parent.parent / "configs" / "vgg13_filter_0.40.yaml"
+CONFIG = config_dir() / "vgg13_filter_0.40.yaml"
 TARGET = 2.0
 
 

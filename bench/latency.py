@@ -22,7 +22,8 @@ from .runtimes import Context, Runtime, Skipped
 from .timing import CudaClock, WallClock, summarize
 
 RESULT_KEYS = ("model", "runtime", "batch_size", "status", "reason", "median_ms", "p90_ms", "min_ms", "max_ms",
-               "iqr_ms", "images_per_s", "speedup_vs_dense", "peak_gpu_mb", "repeats", "warmup", "clock")
+               "iqr_ms", "images_per_s", "speedup_vs_dense", "speedup_vs_dense_fp32", "speedup_vs_fp32", "peak_gpu_mb",
+               "repeats", "warmup", "clock")
 
 
 @dataclass
@@ -97,7 +98,7 @@ def measure(models: list[BenchModel], runtimes: list[Runtime], settings: Setting
                 bar.advance(task, len(models))
             del loaded
             _free(ctx)
-    return add_speedups(rows, models[0].name)
+    return add_int8_speedups(add_speedups(rows, models[0].name), models[0].name)
 
 
 def _measure_cell(models, runtime: Runtime, bs: int, loaded: dict, load_errors: dict, settings: Settings,
@@ -183,6 +184,19 @@ def _timed_block(c: _Cell, clock, settings: Settings, block: int) -> None:
     while n < most and (n < least or time.perf_counter() < deadline):
         c.times.append(clock.time(c.call))
         n += 1
+
+
+def add_int8_speedups(rows: list[dict], reference: str) -> list[dict]:
+    """INT8 rows also against fp32 in ONNX Runtime CPU, same batch: vs the dense fp32 model
+    (what a deployment replaces) and vs the same model in fp32 (what quantization adds)."""
+    fp32 = {(r["model"], r["batch_size"]): r["median_ms"] for r in rows
+            if r["runtime"] == "ort-cpu" and r["status"] == "ok"}
+    for r in rows:
+        if r["runtime"] == "ort-cpu-int8" and r["status"] == "ok":
+            dense, same = fp32.get((reference, r["batch_size"])), fp32.get((r["model"], r["batch_size"]))
+            r["speedup_vs_dense_fp32"] = dense / r["median_ms"] if dense else None
+            r["speedup_vs_fp32"] = same / r["median_ms"] if same else None
+    return rows
 
 
 def add_speedups(rows: list[dict], reference: str) -> list[dict]:

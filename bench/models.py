@@ -55,6 +55,9 @@ class BenchModel:
 def _describe(ckpt: dict) -> dict:
     meta = ckpt.get("meta", {})
     keep = {k: meta[k] for k in ("prune_kind", "method", "sparsity", "accuracy") if k in meta}
+    ds = meta.get("dataset", {})
+    keep.update({k: v for k, v in (("data_source", ds.get("source")), ("mean", ds.get("mean")),
+                                   ("std", ds.get("std"))) if v})  # INT8 calibration data
     if ckpt.get("kind") == "slim" and "slim" in meta:  # the share of filters removed (none are zero any more)
         keep["filter_sparsity"] = meta["slim"].get("filter_fraction_removed")
     return keep

@@ -150,6 +150,7 @@ def input_contract(meta: dict) -> dict:
     applied after scaling pixels to [0, 1]), layout, and the class names in output order."""
     ds = meta.get("dataset", {})
     return {"layout": "NCHW float32", "scale": "pixel / 255", "mean": ds.get("mean"), "std": ds.get("std"),
+            "data_source": ds.get("source"),
             "image_size": ds.get("image_size"), "classes": ds.get("classes")}
 
 

@@ -133,6 +133,18 @@ def load_data(args, device):
     return data.to(device)
 
 
+STAGE_NAMES = ("slim", "export", "quantize", "bench", "report")
+
+
+def add_quantize_args(p) -> None:
+    p.add_argument("--quantize", choices=("int8",), default="int8",
+                   help="after export, INT8 ONNX files (ONNX Runtime static QDQ, calibrated on 512 training images) "
+                        "with their accuracy on the whole test split (default int8; --no-quantize skips it)")
+    p.add_argument("--max-drop", type=float, default=1.0, metavar="POINTS",
+                   help="an INT8 model losing more top-1 than this vs its fp32 model fails the quantize stage "
+                        "(no INT8 file for it; default 1.0)")
+
+
 def train_config(args, base=None):
     from .train import TrainConfig
 
@@ -271,8 +283,9 @@ class _Prune(Command):
                        help="run folder (default runs/MODEL_KIND_RATIO_SCHEDULE)")
         o.add_argument("--resume", action="store_true", help="continue an interrupted run from its last round")
         o.add_argument("--force", action="store_true", help="replace an existing run folder")
-        for stage in ("slim", "export", "bench", "report"):
+        for stage in STAGE_NAMES:
             o.add_argument(f"--no-{stage}", action="store_true", help=f"skip the {stage} stage")
+        add_quantize_args(o)
 
     def run(self, args) -> int:
         from .env import resolve_device
@@ -294,7 +307,7 @@ class _Prune(Command):
             rewind=args.rewind, criterion=args.criterion, nm=parse_nm(getattr(args, "nm", "2:4")),
             model=source, model_args=model_args, width=args.width, checkpoint=args.checkpoint,
             trust_pickle=args.trust_pickle, dense=dense, retrain=retrain, out=args.out, resume=args.resume, force=args.force,
-            stages=tuple(s for s in ("slim", "export", "bench", "report") if not getattr(args, f"no_{s}")),
+            stages=tuple(s for s in STAGE_NAMES if not getattr(args, f"no_{s}")), max_drop=args.max_drop,
             command=args.argv)
         device = resolve_device(args.device)
         data = load_data(args, device)
@@ -390,8 +403,9 @@ class All(Command):
         p.add_argument("--out", type=Path, default=None, help="suite folder (default runs/MODEL_all)")
         p.add_argument("--resume", action="store_true", help="continue an interrupted suite")
         p.add_argument("--force", action="store_true", help="replace an existing suite folder")
-        for stage in ("slim", "export", "bench", "report"):
+        for stage in STAGE_NAMES:
             p.add_argument(f"--no-{stage}", action="store_true", help=f"skip the {stage} stage")
+        add_quantize_args(p)
 
     def run(self, args) -> int:
         from .env import resolve_device
@@ -408,7 +422,8 @@ class All(Command):
                             checkpoint=args.checkpoint, trust_pickle=args.trust_pickle, dense=dense,
                             retrain=train_config(args, retrain_config(source)),
                             resume=args.resume, force=args.force, command=args.argv,
-                            stages=tuple(s for s in ("slim", "export", "bench", "report") if not getattr(args, f"no_{s}")))
+                            stages=tuple(s for s in STAGE_NAMES if not getattr(args, f"no_{s}")),
+                            max_drop=args.max_drop)
         device = resolve_device(args.device)
         data = load_data(args, device)
         suite_dir = args.out or Path("runs") / f"{ModelSpec(source or 'vgg13').label}_all"

@@ -73,7 +73,7 @@ class Export(Command):
 
 
 # --------------------------------------------------------------------------- compress bench
-BENCH_RUNTIMES = "torch, torch-bf16, cuda-graphs, torch-compile, ort-cpu, ort-cuda"
+BENCH_RUNTIMES = "torch, torch-bf16, cuda-graphs, torch-compile, ort-cpu, ort-cpu-int8, ort-cuda"
 
 
 def batch_sizes(text: str) -> tuple[int, ...]:
@@ -158,3 +158,95 @@ class Bench(Command):
             notice("nothing was measured: every runtime was skipped (reasons above)")
         out.print("wrote " + ", ".join(report["files"].values()))
         return 0
+
+
+# --------------------------------------------------------------------------- compress quantize
+@command
+class Quantize(Command):
+    name = "quantize"
+    help = "INT8 ONNX with ONNX Runtime's static quantization (QDQ, S8S8), accuracy re-measured on the whole test split"
+
+    def add_arguments(self, p):
+        p.add_argument("model", type=Path, help="an ONNX file written by `compress export`, or a checkpoint (.pt: exported first)")
+        p.add_argument("--out", type=Path, default=None, metavar="F.onnx", help="INT8 file (default MODEL.int8.onnx)")
+        p.add_argument("--calibration", type=int, default=512, metavar="N",
+                       help="training-split images to calibrate activation ranges on (never test; default 512)")
+        p.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax",
+                       help="calibration method (default minmax)")
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--per-channel", dest="per_channel", action="store_true", default=True,
+                       help="one weight scale per output channel (default)")
+        g.add_argument("--per-tensor", dest="per_channel", action="store_false", help="one weight scale per tensor")
+        p.add_argument("--exclude", action="append", default=[], metavar="LAYER",
+                       help="keep this layer in fp32: an ONNX node name or a weight name such as features.0.weight "
+                            "(repeatable; a large drop lists the layers that lose most)")
+        p.add_argument("--max-drop", type=float, default=1.0, metavar="POINTS",
+                       help="largest top-1 drop vs the fp32 model, in points, before the command fails (default 1.0)")
+        p.add_argument("--accept-drop", action="store_true", help="write the INT8 file even when the drop is larger")
+        p.add_argument("--force", action="store_true", help="overwrite existing files")
+        add_data_args(p)
+        for action in p._actions:
+            if action.dest == "data":
+                action.help = "calibration (train split) and evaluation (test split) images (default: the model's dataset)"
+
+    def run(self, args) -> int:
+        from export.quantize import quantize
+
+        onnx_path, data = self.inputs(args)
+        report = quantize(onnx_path, args.out, data, calibration=args.calibration, method=args.method,
+                          per_channel=args.per_channel, exclude=tuple(args.exclude), max_drop=args.max_drop,
+                          accept_drop=args.accept_drop, force=args.force)
+        out.print(self.table(report))
+        if report["drop"] > report["max_drop"]:
+            notice(f"[bold red]accepted a drop of {report['drop']:.2f} points[/bold red] (over --max-drop "
+                   f"{report['max_drop']}); layers that lose most: "
+                   + ", ".join(f"{w['node']} ({w['weight']}, {w['sqnr_db']:.1f} dB)" for w in report["worst_layers"][:3]))
+        return 0
+
+    @staticmethod
+    def inputs(args):
+        """The fp32 ONNX file (exported from a .pt first, with its parity check) and the data."""
+        import json
+
+        from compress.data import load_dataset
+        from compress.errors import CompressError
+
+        if args.calibration <= 0:
+            raise CompressError(f"--calibration {args.calibration}: calibration needs at least one image", "e.g. --calibration 512")
+        path = Path(args.model)
+        if path.suffix == ".pt":
+            from compress.checkpoint import load_checkpoint, with_contract
+            from export import export_checkpoint
+
+            ckpt = load_checkpoint(path, kinds=("dense", "pruned", "slim"))
+            source = args.data if args.data != "auto" else ckpt["meta"].get("dataset", {}).get("source", "auto")
+            data = with_contract(load_dataset(source, quiet=True, image_size=ckpt["model"].get("image_size")), ckpt)
+            onnx_path = path.with_suffix(".onnx")
+            export_checkpoint(path, onnx_path, data=data, compact=False, force=args.force or not onnx_path.exists())
+            return onnx_path, data
+        if path.suffix != ".onnx":
+            raise CompressError(f"{path} is neither an ONNX file nor a checkpoint", "pass MODEL.onnx or MODEL.pt")
+        from export.quantize import read_contract
+
+        contract, proto = read_contract(path)
+        meta = {p.key: p.value for p in proto.metadata_props}
+        model = json.loads(meta.get("compress.model", "{}"))
+        source = args.data if args.data != "auto" else contract.get("data_source") or "auto"
+        data = load_dataset(source, quiet=True, image_size=model.get("image_size") or contract.get("image_size"))
+        return path, data
+
+    @staticmethod
+    def table(r: dict):
+        from rich.table import Table
+
+        t = Table(title=f"INT8 quantization ({r['format']}, {r['method']}, "
+                        f"{'per-channel' if r['per_channel'] else 'per-tensor'}, {r['calibration_images']} training images)")
+        for col in ("model", "file", "size", "top-1 %", "vs fp32"):
+            t.add_column(col, justify="left" if col in ("model", "file") else "right", overflow="fold")
+        t.add_row("fp32", r["fp32"], Export.size(r["fp32_bytes"]), f"{r['fp32_acc']:.2f}", "")
+        t.add_row("int8", r["int8"], Export.size(r["int8_bytes"]), f"{r['int8_acc']:.2f}",
+                  f"{-r['drop'] + 0.0:+.2f} points, {r['int8_bytes'] / r['fp32_bytes']:.3f}x size")
+        t.caption = (f"whole test split ({r['test_images']} images, ONNX Runtime CPU): predictions agree on "
+                     f"{100 * r['agreement']:.2f}%, largest logit difference {r['max_logit_diff']:.4f}"
+                     + (f"; fp32 kept: {', '.join(r['excluded'])}" if r["excluded"] else ""))
+        return t

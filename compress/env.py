@@ -47,6 +47,23 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+def cpu_int8_flags() -> list[str]:
+    """CPU instructions that make INT8 inference fast (VNNI, AMX; dot-product on Arm). ONNX
+    Runtime's documentation warns that INT8 may be no faster without them."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set()
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags.update(line.split(":", 1)[1].split())
+    except OSError:
+        return []
+    return [f for f in INT8_FLAGS if f in flags]
+
+
 def machine() -> dict:
     """CPU, threads, GPU and versions, for benchmark headers and reports."""
     info = {
@@ -55,6 +72,7 @@ def machine() -> dict:
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu_int8": cpu_int8_flags(),
     }
     info.update(versions())
     return info

@@ -21,7 +21,9 @@ from .ratios import allocate, planned_sparsity, read_ratio_file, round_to_multip
 from .schedule import PruneJob, Run, prune
 from .train import TrainConfig, evaluate
 
-STAGES = ("slim", "export", "bench", "report")
+# quantize runs by default: INT8 is where CPU inference speed is (measured in the README), and it
+# costs seconds (calibration on 512 training images, two passes over the test split per model)
+STAGES = ("slim", "export", "quantize", "bench", "report")
 
 
 @dataclass
@@ -48,6 +50,7 @@ class PruneOptions:
     resume: bool = False
     force: bool = False
     stages: tuple[str, ...] = STAGES
+    max_drop: float = 1.0  # INT8 top-1 drop (points) that fails the quantize stage
     show: bool = True
     command: list[str] = field(default_factory=list)
 
@@ -212,12 +215,12 @@ def run_prune(opts: PruneOptions, data: Dataset, device: torch.device) -> dict:
         manifest["imported"] = dense["meta"]["imported"]
     manifest.setdefault("artifacts", {})
     Run(run_dir).write(manifest)
-    return run_stages(run_dir, data, device, opts.stages)
+    return run_stages(run_dir, data, device, opts.stages, max_drop=opts.max_drop)
 
 
 # --------------------------------------------------------------------------- deployment stages
 def run_stages(run_dir: Path, data: Dataset, device: torch.device, stages: tuple[str, ...],
-               bench_settings: dict | None = None) -> dict:
+               bench_settings: dict | None = None, max_drop: float = 1.0) -> dict:
     """Slim (filter runs), export, quick benchmark and report, each recorded in the manifest.
 
     A stage that fails for a reason outside the user's control (say, an exporter bug for an
@@ -237,6 +240,8 @@ def run_stages(run_dir: Path, data: Dataset, device: torch.device, stages: tuple
         exported = _stage(manifest, "export", lambda: export_stage(
             {"dense": run_dir / "dense.pt", deployable.stem: deployable}, run_dir / "onnx", data))
         artifacts["onnx"] = exported
+        if "quantize" in stages and exported:
+            artifacts["int8"] = _stage(manifest, "quantize", lambda: quantize_stage(run_dir / "onnx", data, max_drop))
     if "bench" in stages:
         artifacts["bench"] = _stage(manifest, "bench", lambda: bench_stage(run_dir, device, bench_settings))
     run.write(manifest)
@@ -290,6 +295,40 @@ def export_stage(models: dict[str, Path], out_dir: Path, data: Dataset) -> str:
         index = export_checkpoint(path, out_dir / f"{name}.onnx", data=data, force=True)["export_json"]
     out.print(export_table(json.loads(Path(index).read_text())))
     return str(Path(index).relative_to(out_dir.parent))
+
+
+class QuantizationDrop(Exception):
+    """An INT8 model lost more accuracy than --max-drop: the stage fails, the run's other files stand."""
+
+
+def quantize_stage(onnx_dir: Path, data: Dataset, max_drop: float) -> str:
+    """INT8 beside each plain fp32 ONNX file of the folder; quantize.json holds every report."""
+    import json
+
+    from export.quantize import quantize
+
+    from .checkpoint import atomic_write
+    from .render import quantize_table
+
+    index = json.loads((onnx_dir / "export.json").read_text())
+    reports, failed = [], []
+    for entry in index["models"]:
+        if entry["format"] != "onnx":
+            continue
+        try:
+            reports.append(quantize(Path(entry["onnx"]), None, data, max_drop=max_drop, force=True))
+        except CompressError as e:
+            if "over --max-drop" not in e.message:
+                raise
+            failed.append(f"{Path(entry['onnx']).name}: {e.message}")
+            notice(f"[bold red]{e.message}[/bold red]")
+    atomic_write(onnx_dir / "quantize.json", lambda tmp: tmp.write_text(json.dumps(
+        {"models": reports, "failed": failed, "max_drop": max_drop}, indent=2)))
+    if reports:
+        out.print(quantize_table(reports))
+    if failed:
+        raise QuantizationDrop("; ".join(failed))
+    return str((onnx_dir / "quantize.json").relative_to(onnx_dir.parent))
 
 
 def bench_stage(run_dir: Path, device: torch.device, settings: dict | None) -> str:
@@ -363,7 +402,7 @@ def run_all(base: PruneOptions, ratios: dict[str, float], data: Dataset, device:
                                    "kind": kind, "ratio": ratios[kind], "method": method,
                                    "rounds": rounds if method == "imp" else 1, "checkpoint": suite / "dense.pt",
                                    "out": run_dir, "resume": base.resume and run_dir.exists(), "force": True,
-                                   "stages": tuple(s for s in base.stages if s in ("slim", "export"))})
+                                   "stages": tuple(s for s in base.stages if s in ("slim", "export", "quantize"))})
             m = run_prune(opts, data, device)
             from .render import prune_summary
 

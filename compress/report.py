@@ -465,6 +465,7 @@ def _deploy_section(folder: Path, top: dict, runs: list[RunData]) -> list[str]:
             out += [f"Dense ONNX model: {dense_bytes / 1e6:.2f} MB (opset {exports[0][1].get('opset', '?')}).", ""]
     else:
         out += ["ONNX export: the export stage did not run (no `onnx/export.json`).", ""]
+    out += _int8_section(runs)
     benches = [(r.rel, r.bench) for r in runs if r.bench]
     suite_bench = read_json(folder / "bench" / "bench.json") if len(runs) > 1 or folder != runs[0].path else None
     if suite_bench:
@@ -478,9 +479,12 @@ def _deploy_section(folder: Path, top: dict, runs: list[RunData]) -> list[str]:
                         res.get("model", "?"))
                     continue
                 sp = res.get("speedup_vs_dense")
+                speed = f"{sp:.2f}×" if isinstance(sp, (int, float)) else "–"
+                if isinstance(res.get("speedup_vs_dense_fp32"), (int, float)):  # INT8: against fp32 too
+                    speed += f" (vs dense fp32 {res['speedup_vs_dense_fp32']:.2f}×, vs own fp32 {res['speedup_vs_fp32']:.2f}×)"
                 rows.append([res.get("model", "?"), res.get("runtime", "?"), res.get("batch_size", "–"),
                              _num(res.get("median_ms"), ".3f"), _num(res.get("p90_ms"), ".3f"),
-                             _num(res.get("images_per_s"), ",.0f"), f"{sp:.2f}×" if isinstance(sp, (int, float)) else "–"])
+                             _num(res.get("images_per_s"), ",.0f"), speed])
             where = f" ({rel})" if rel else ""
             out += [f"### Latency{where}", ""]
             machine = b.get("machine") or {}
@@ -509,6 +513,34 @@ def _deploy_section(folder: Path, top: dict, runs: list[RunData]) -> list[str]:
                 out += [f"![latency]({png})", ""]
     else:
         out += ["Latency: the bench stage did not run (no `bench/bench.json`).", ""]
+    return out
+
+
+def _int8_section(runs: list[RunData]) -> list[str]:
+    """fp32 vs INT8 per exported model (the quantize stage's onnx/quantize.json)."""
+    rows, failed = [], []
+    for r in runs:
+        q = read_json(r.path / "onnx" / "quantize.json")
+        if not q:
+            continue
+        failed += q.get("failed", [])
+        for m in q.get("models", []):
+            rows.append([f"`{_link(r.rel, 'onnx/' + Path(m['int8']).name)}`", f"{m['fp32_acc']:.2f}%", f"{m['int8_acc']:.2f}%",
+                         f"{-m['drop'] + 0.0:+.2f}", f"{100 * m['agreement']:.2f}%", f"{m['int8_bytes'] / 1e6:.2f} MB",
+                         f"{m['int8_bytes'] / m['fp32_bytes']:.3f}×"])
+    if not rows and not failed:
+        return []
+    first = next((read_json(r.path / "onnx" / "quantize.json") for r in runs
+                  if read_json(r.path / "onnx" / "quantize.json")), {})
+    m0 = (first.get("models") or [{}])[0]
+    out = ["### INT8 (ONNX Runtime static quantization)", "",
+           f"QDQ, S8S8, {'per-channel' if m0.get('per_channel', True) else 'per-tensor'} weights, "
+           f"{m0.get('method', 'minmax')} calibration on {m0.get('calibration_images', '?')} training images; both "
+           f"models evaluated in ONNX Runtime on all {m0.get('test_images', '?')} test images.", ""]
+    if rows:
+        out += [_table(["INT8 file", "fp32 top-1", "INT8 top-1", "INT8 − fp32", "same prediction", "size", "vs fp32 file"],
+                       rows, "lrrrrrr"), ""]
+    out += [f"- **failed:** {f}" for f in failed] + ([""] if failed else [])
     return out
 
 

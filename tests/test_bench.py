@@ -62,8 +62,20 @@ def report(checkpoints, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     files = [checkpoints / n for n in ("Omp_unstructured_0.80_acc_10.00.pt", "dense.pt",
                                        "Omp_filter_0.40_acc_10.00_slim.pt")]
-    settings = Settings(runtimes=("torch", "ort-cpu") + CUDA_RUNTIMES, device="cpu", **FAST)
+    settings = Settings(runtimes=("torch", "ort-cpu", "ort-cpu-int8") + CUDA_RUNTIMES, device="cpu", **FAST)
     return run_benchmark(files, out=out, settings=settings, show=False)
+
+
+def test_int8_rows_against_dense_fp32_and_own_fp32(report):
+    rows = {(r["model"], r["runtime"], r["batch_size"]): r for r in report["results"]}
+    int8 = [r for r in report["results"] if r["runtime"] == "ort-cpu-int8"]
+    assert len(int8) == 3 * 2 and all(r["status"] == "ok" for r in int8)
+    for r in int8:
+        fp32_dense = rows[("dense", "ort-cpu", r["batch_size"])]["median_ms"]
+        fp32_same = rows[(r["model"], "ort-cpu", r["batch_size"])]["median_ms"]
+        assert r["speedup_vs_dense_fp32"] == pytest.approx(fp32_dense / r["median_ms"])
+        assert r["speedup_vs_fp32"] == pytest.approx(fp32_same / r["median_ms"])
+    assert isinstance(report["machine"]["cpu_int8"], list)
 
 
 def test_json_schema_and_files(report):

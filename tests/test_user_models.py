@@ -111,6 +111,8 @@ def test_omp_filter_slim_onnx_from_the_cli(weight_files, tmp_path, capsys):
     contract = json.loads(meta["compress.input"])
     assert contract["mean"] == [0.49, 0.48, 0.45] and contract["std"] == [0.25, 0.24, 0.26]
     assert contract["image_size"] == 32 and len(json.loads(meta["compress.classes"])) == 10
+    quantized = json.loads((run / "onnx" / "quantize.json").read_text())  # the quantize stage ran by default
+    assert len(quantized["models"]) == 2 and all(Path(m["int8"]).exists() for m in quantized["models"])
     report = (run / "report.md").read_text()
     assert "## Your model" in report and "model_state_dict" in report and "near chance" in report
 

@@ -1,0 +1,261 @@
+"""INT8 ONNX models with ONNX Runtime's own tooling, accuracy re-measured on the whole test split.
+
+Static QDQ quantization (`onnxruntime.quantization`): pre-processing (shape inference and graph
+optimisation), `quantize_static` in QDQ format, signed int8 weights and activations (S8S8, the
+format ONNX Runtime's documentation recommends for x86), per-channel weights by default,
+calibrated on images of the *training* split fed through the model's recorded input contract
+(size, mean/std: `compress.input` in the ONNX metadata). The INT8 model is then evaluated beside
+its fp32 model on every test image: top-1 of both, agreement, largest logit difference. When the
+drop is over `max_drop`, ONNX Runtime's QDQ debugger (`qdq_loss_debug`) names the layers whose
+activations lose most, to keep in fp32 with `exclude`. The fp32 file is never touched.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.numpy_helper
+import torch
+from onnxruntime.quantization import CalibrationDataReader
+
+from compress.checkpoint import atomic_write, check_writable
+from compress.data import Dataset, Loader
+from compress.errors import CompressError
+
+from .onnx_export import INPUT_NAME
+from .runtime import ort_session
+
+METHODS = ("minmax", "entropy", "percentile")
+INT8_SUFFIX = ".int8.onnx"
+
+
+def int8_path(fp32: Path) -> Path:
+    fp32 = Path(fp32)
+    return fp32.with_name(fp32.name[: -len(".onnx")] + INT8_SUFFIX)
+
+
+def read_contract(path: Path) -> tuple[dict, onnx.ModelProto]:
+    """The model's input contract from its metadata; a corrupt file or a missing contract is an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise CompressError(f"ONNX file {path} does not exist", "export one with `compress export MODEL.pt`")
+    try:
+        proto = onnx.load(str(path))
+        onnx.checker.check_model(proto)
+    except Exception as e:  # protobuf DecodeError, checker ValidationError, ...
+        raise CompressError(f"{path} is not a valid ONNX model ({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''})",
+                            "re-export it with `compress export MODEL.pt`") from None
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if "compress.input" not in meta:
+        raise CompressError(f"{path} has no recorded input contract (image size, mean/std)",
+                            "quantize an ONNX file written by `compress export` (or pass the .pt checkpoint)")
+    contract = json.loads(meta["compress.input"])
+    if not contract.get("mean") or not contract.get("std"):
+        raise CompressError(f"{path} records no input normalisation", "re-export it with `compress export MODEL.pt`")
+    return contract, proto
+
+
+class CalibrationReader(CalibrationDataReader):
+    """ONNX Runtime's calibration reader over normalised images, in batches (also iterable, as
+    its QDQ debugger wants)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, contract: dict, batch: int = 64):
+        self.batches = [xb.numpy() for xb, _ in Loader(x, y, batch, mean=contract["mean"], std=contract["std"])]
+        self.images = int(x.shape[0])
+        self.i = 0
+
+    def get_next(self):
+        if self.i >= len(self.batches):
+            return None
+        self.i += 1
+        return {INPUT_NAME: self.batches[self.i - 1]}
+
+    def rewind(self):
+        self.i = 0
+
+
+def calibration_images(data: Dataset, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` images of the training split (never test), a seeded random choice."""
+    if n <= 0:
+        raise CompressError(f"--calibration {n}: calibration needs at least one image", "e.g. --calibration 512")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(data.train_x.shape[0], generator=g)[: min(n, data.train_x.shape[0])]
+    return data.train_x.cpu()[idx], data.train_y.cpu()[idx]
+
+
+def quantize(fp32: Path, out: Path | None, data: Dataset, *, calibration: int = 512, method: str = "minmax",
+             per_channel: bool = True, exclude: tuple[str, ...] = (), max_drop: float = 1.0,
+             accept_drop: bool = False, force: bool = False) -> dict:
+    """Quantize `fp32` to `out` (default MODEL.int8.onnx) and measure it on the whole test split.
+
+    Returns the report (accuracies, agreement, sizes, the worst layers when the drop is large).
+    Raises when the drop exceeds `max_drop` points unless `accept_drop`: then no INT8 file is written.
+    """
+    if method not in METHODS:
+        raise CompressError(f"unknown calibration method {method!r}", f"choose one of: {', '.join(METHODS)}")
+    fp32 = Path(fp32)
+    out = Path(out) if out is not None else int8_path(fp32)
+    if out.resolve() == fp32.resolve():
+        raise CompressError("the INT8 file would overwrite its fp32 model", "pass another --out")
+    contract, proto = read_contract(fp32)
+    check_writable(out, force=force)
+    size = contract.get("image_size")
+    if size and tuple(data.train_x.shape[-2:]) != (size, size):
+        raise CompressError(f"the model takes {size} px images but the data has {data.train_x.shape[-1]} px",
+                            "pass the --data the model was trained on")
+    exclude = resolve_exclude(proto, exclude, fp32.name)
+    cx, cy = calibration_images(data, calibration)
+    work = Path(tempfile.mkdtemp(prefix=".quantize-", dir=out.parent))
+    try:
+        pre, staged = work / "pre.onnx", work / "int8.onnx"
+        zeros = quantize_file(fp32, staged, CalibrationReader(cx, cy, contract), proto=proto, method=method,
+                              per_channel=per_channel, exclude=exclude, pre=pre)
+        report = {"fp32": str(fp32), "int8": str(out), "method": method, "per_channel": per_channel,
+                  "format": "QDQ, S8S8", "calibration_images": int(cx.shape[0]), "calibration_split": "train",
+                  "excluded": list(exclude), "fp32_bytes": fp32.stat().st_size, "int8_bytes": staged.stat().st_size,
+                  "int8_weight_zero_fraction": zeros, **evaluate_pair(fp32, staged, data, contract)}
+        report["drop"] = round(report["fp32_acc"] - report["int8_acc"], 2)
+        report["max_drop"] = max_drop
+        if report["drop"] > max_drop:
+            report["worst_layers"] = worst_layers(pre, staged, CalibrationReader(cx[:64], cy[:64], contract))
+            if not accept_drop:
+                layers = ", ".join(f"{w['node']} ({w['sqnr_db']:.1f} dB)" for w in report["worst_layers"][:3])
+                raise CompressError(
+                    f"INT8 loses {report['drop']:.2f} points of top-1 ({report['fp32_acc']:.2f}% -> "
+                    f"{report['int8_acc']:.2f}%), over --max-drop {max_drop}; the layers that lose most: {layers}; "
+                    "no INT8 file was written", "keep them in fp32 with --exclude NODE, try --method entropy or "
+                    "percentile, or pass --accept-drop")
+        atomic_write(out, lambda tmp: shutil.copyfile(staged, tmp))
+        return report
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def quantize_file(fp32: Path, out: Path, reader, *, proto=None, method: str = "minmax", per_channel: bool = True,
+                  exclude: tuple[str, ...] = (), pre: Path | None = None) -> float:
+    """ONNX Runtime's pre-processing + static QDQ quantization of `fp32` into `out` (checked by
+    onnx.checker, metadata carried over); returns the share of int8 conv/linear weights that
+    are exactly zero (symmetric weight scales keep a pruned weight at 0)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    proto = proto if proto is not None else onnx.load(str(fp32))
+    pre = pre or Path(out).with_name(Path(out).stem + ".pre.onnx")
+    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                                      "percentile": CalibrationMethod.Percentile}[method],
+                    nodes_to_exclude=list(exclude) or None,
+                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    q = onnx.load(str(out))
+    onnx.checker.check_model(q)
+    _copy_metadata(proto, q, method, per_channel, getattr(reader, "images", 0), exclude)
+    onnx.save_model(q, str(out))
+    weights = [onnx.numpy_helper.to_array(t) for t in q.graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2]
+    total = sum(w.size for w in weights)
+    return float(sum(int((w == 0).sum()) for w in weights) / total) if total else 0.0
+
+
+def resolve_exclude(proto, exclude, where: str) -> tuple[str, ...]:
+    """--exclude takes ONNX node names or the PyTorch weight names of conv/linear layers."""
+    from compress.errors import did_you_mean
+
+    names = {n.name for n in proto.graph.node}
+    by_weight = {n.input[1]: n.name for n in proto.graph.node if n.op_type in WEIGHTED and len(n.input) > 1}
+    resolved = []
+    for e in exclude:
+        if e in names or e in by_weight:
+            resolved.append(by_weight.get(e, e))
+        else:
+            raise CompressError(f"--exclude {e!r} is neither a node nor a layer weight of {where}",
+                                did_you_mean(e, sorted(names | set(by_weight))))
+    return tuple(resolved)
+
+
+def _copy_metadata(src, dst, method: str, per_channel: bool, calibration: int, exclude) -> None:
+    del dst.metadata_props[:]
+    for p in src.metadata_props:
+        e = dst.metadata_props.add()
+        e.key, e.value = p.key, ("int8" if p.key == "compress.precision" else p.value)
+    e = dst.metadata_props.add()
+    e.key = "compress.quantization"
+    e.value = json.dumps({"format": "QDQ S8S8", "method": method, "per_channel": per_channel,
+                          "calibration_images": calibration, "calibration_split": "train", "excluded": list(exclude)})
+    dst.doc_string = src.doc_string + " (INT8 QDQ, ONNX Runtime static quantization)"
+
+
+def evaluate_pair(fp32: Path, int8: Path, data: Dataset, contract: dict, batch: int = 256) -> dict:
+    """Both models in ONNX Runtime (CPU) on the whole test split."""
+    s32, s8 = ort_session(fp32), ort_session(int8)
+    correct32 = correct8 = agree = 0
+    max_diff = 0.0
+    x, y = data.test_x.cpu(), data.test_y.cpu()
+    for xb, yb in Loader(x, y, batch, mean=contract["mean"], std=contract["std"]):
+        a = s32.run(None, {INPUT_NAME: xb.numpy()})[0]
+        b = s8.run(None, {INPUT_NAME: xb.numpy()})[0]
+        pa, pb, t = a.argmax(1), b.argmax(1), yb.numpy()
+        correct32 += int((pa == t).sum())
+        correct8 += int((pb == t).sum())
+        agree += int((pa == pb).sum())
+        max_diff = max(max_diff, float(np.abs(a - b).max()))
+    n = int(x.shape[0])
+    return {"test_images": n, "fp32_acc": round(100 * correct32 / n, 2), "int8_acc": round(100 * correct8 / n, 2),
+            "agreement": round(agree / n, 4), "max_logit_diff": round(max_diff, 4)}
+
+
+def worst_layers(fp32_pre: Path, int8: Path, reader, top: int = 5) -> list[dict]:
+    """Activations compared layer by layer (ONNX Runtime's QDQ debugger): the lowest
+    signal-to-quantization-noise ratios first, with the node that produces each tensor."""
+    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
+                                                         create_activation_matching,
+                                                         modify_model_output_intermediate_tensors)
+
+    work = Path(tempfile.mkdtemp(prefix=".qdq-debug-", dir=Path(int8).parent))
+    try:
+        aug32, aug8 = work / "fp32.onnx", work / "int8.onnx"
+        modify_model_output_intermediate_tensors(str(fp32_pre), str(aug32))
+        modify_model_output_intermediate_tensors(str(int8), str(aug8))
+        reader.rewind()
+        acts32 = collect_activations(str(aug32), reader)
+        reader.rewind()
+        acts8 = collect_activations(str(aug8), reader)
+        errors = compute_activation_error(create_activation_matching(acts8, acts32))
+        graph = onnx.load(str(fp32_pre)).graph
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    producer = {o: n for n in graph.node for o in n.output}
+    rows = []
+    for tensor, e in errors.items():
+        if "xmodel_err" not in e:
+            continue
+        layer = _weighted_producer(tensor, producer)
+        rows.append({"tensor": tensor, "node": layer.name if layer is not None else producer.get(tensor, tensor),
+                     "weight": layer.input[1] if layer is not None and len(layer.input) > 1 else None,
+                     "sqnr_db": float(e["xmodel_err"])})
+    rows.sort(key=lambda r: r["sqnr_db"])
+    seen, out = set(), []
+    for r in rows:  # one line per layer: a conv's Relu and MaxPool outputs point at the conv too
+        if r["node"] not in seen:
+            seen.add(r["node"])
+            out.append(r)
+    return out[:top]
+
+
+WEIGHTED = ("Conv", "Gemm", "MatMul")
+
+
+def _weighted_producer(tensor: str, producer: dict):
+    """The Conv/Gemm/MatMul whose output reaches `tensor` through single-input ops (Relu,
+    MaxPool, ...): the node to name in --exclude."""
+    node = producer.get(tensor)
+    for _ in range(8):
+        if node is None or node.op_type in WEIGHTED:
+            return node
+        node = producer.get(node.input[0]) if node.input else None
+    return None
