@@ -142,7 +142,8 @@ def _measure_cell(models, runtime: Runtime, bs: int, loaded: dict, load_errors: 
         stats = summarize(c.times)
         rows.append({"model": c.model.name, "runtime": runtime.name, "batch_size": bs, "status": "ok",
                      "reason": None, **stats, "images_per_s": bs / (stats["median_ms"] / 1e3),
-                     "speedup_vs_dense": None, "peak_gpu_mb": c.peak_gpu_mb, "repeats": len(c.times),
+                     "speedup_vs_dense": None, "speedup_vs_dense_fp32": None, "speedup_vs_fp32": None,
+                     "peak_gpu_mb": c.peak_gpu_mb, "repeats": len(c.times),
                      "warmup": c.warmup, "clock": clock.kind})
         c.call = None
     return rows

@@ -90,7 +90,7 @@ def test_json_schema_and_files(report):
     for r in on_disk["results"]:
         assert set(RESULT_KEYS) <= set(r)
         assert r["status"] in ("ok", "skipped")
-    assert len(on_disk["results"]) == 3 * 5 * 2  # models × runtimes × batch sizes, skipped ones included
+    assert len(on_disk["results"]) == 3 * 6 * 2  # models × runtimes × batch sizes, skipped ones included
     assert files["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and files["png"].stat().st_size > 20_000
 
 
@@ -117,7 +117,7 @@ def test_dense_first_and_model_facts(report, checkpoints):
 
 def test_timings_positive_and_ordered(report):
     ok = [r for r in report["results"] if r["status"] == "ok"]
-    assert {r["runtime"] for r in ok} == {"torch", "ort-cpu"}
+    assert {r["runtime"] for r in ok} == {"torch", "ort-cpu", "ort-cpu-int8"}
     for r in ok:
         assert 0 < r["min_ms"] <= r["median_ms"] <= r["p90_ms"] <= r["max_ms"]
         assert r["iqr_ms"] >= 0 and r["repeats"] == 5 and r["warmup"] == 1
