@@ -94,27 +94,33 @@ def plot_bench(report: dict, path: Path, dpi: int = 150) -> Path:
         ax.text(0.5, 0.5, "nothing was measured (see bench.json for the reasons)", ha="center", va="center")
         ax.set_axis_off()
 
-    # ---- speed-up bars: one group per (runtime, batch), one bar per pruned model
+    # ---- speed-up bars: one group per (runtime, batch), one bar per pruned model; INT8 cells
+    # compare with dense fp32 (what a deployment replaces), so dense INT8 gets a bar there too
+    def speed(r):
+        vs_fp32 = r.get("speedup_vs_dense_fp32")
+        return vs_fp32 if vs_fp32 else (r["speedup_vs_dense"] if r["model"] != ref else None)
+
     ax = fig.add_subplot(grid[1, :])
-    others = [m for m in models[1:] if any(r["model"] == m and r["speedup_vs_dense"] for r in ok)]
+    others = [m for m in models if any(r["model"] == m and speed(r) for r in ok)]
     cells = [(rt, b) for rt in runtimes for b in sorted({r["batch_size"] for r in ok if r["runtime"] == rt})]
     width = min(0.35, 0.8 / max(1, len(others)))
     # value labels side by side need about 0.45 inch per bar; narrower bars get them turned upright
     slot_inches = ax.get_position().width * fig.get_figwidth() * width / max(1, len(cells))
     upright = slot_inches < 0.45
     for j, m in enumerate(others):
-        by_cell = {(r["runtime"], r["batch_size"]): r["speedup_vs_dense"] for r in ok if r["model"] == m}
+        by_cell = {(r["runtime"], r["batch_size"]): speed(r) for r in ok if r["model"] == m}
         xs = [k + (j - (len(others) - 1) / 2) * width for k in range(len(cells))]
         vals = [by_cell.get(c) or 0.0 for c in cells]
-        label = f"{m}: {macs[ref] / macs[m]:.2f}x" if macs.get(m) else m
+        label = f"{m}: {macs[ref] / macs[m]:.2f}x" if macs.get(m) and m != ref else m
         bars = ax.bar(xs, vals, width * 0.92, color=colors[m], label=label)
         ax.bar_label(bars, labels=[f"{v:.2f}" if v else "" for v in vals], fontsize=7, padding=2,
                      rotation=90 if upright else 0)
         handles.setdefault(m, bars)
     ax.axhline(1.0, color="#333333", lw=1, ls="--")
     ax.set_xticks(range(len(cells)), [f"{rt}\nbatch {b}" for rt, b in cells], fontsize=8)
-    ax.set_ylabel(f"speed-up over {ref} (×)")
-    ax.set_ylim(0, max([1.2] + [r["speedup_vs_dense"] * 1.22 for r in ok if r["speedup_vs_dense"]]))
+    int8 = any(r.get("speedup_vs_dense_fp32") for r in ok)
+    ax.set_ylabel(f"speed-up over {ref} (×)" + (f"\nINT8 cells: over {ref} fp32 (ort-cpu)" if int8 else ""))
+    ax.set_ylim(0, max([1.2] + [speed(r) * 1.22 for r in ok if speed(r)]))
     ax.grid(True, axis="y", alpha=0.3)
     if others:
         ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False,

@@ -262,6 +262,9 @@ class OrtCPU(Runtime):
     def check(self, ctx):
         _onnxruntime()
 
+    def onnx_file(self, model, ctx) -> Path:
+        return ctx.onnx_path(model)
+
     def load(self, model, ctx):
         ort = _onnxruntime()
         opts = ort.SessionOptions()
@@ -270,7 +273,7 @@ class OrtCPU(Runtime):
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        return ort.InferenceSession(str(ctx.onnx_path(model)), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(self.onnx_file(model, ctx)), opts, providers=["CPUExecutionProvider"])
 
     def call(self, session, model, batch_size, ctx):
         feed = {session.get_inputs()[0].name: ctx.input(model.spec, batch_size).numpy()}
@@ -283,15 +286,8 @@ class OrtCPUInt8(OrtCPU):
     help = ("ONNX Runtime, CPU execution provider, INT8 (static QDQ S8S8, per-channel); fast where the CPU has "
             "VNNI or AMX int8 instructions")
 
-    def load(self, model, ctx):
-        ort = _onnxruntime()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = ctx.threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        return ort.InferenceSession(str(ctx.int8_path(model)), opts, providers=["CPUExecutionProvider"])
+    def onnx_file(self, model, ctx) -> Path:
+        return ctx.int8_path(model)
 
 
 class OrtCUDA(Runtime):

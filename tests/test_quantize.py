@@ -110,3 +110,21 @@ def _spec():
 
 def _plain_model():
     return _spec().build().eval()
+
+
+def test_pruned_zeros_stay_zero_in_int8(tiny_dense, small, tmp_path):
+    """Symmetric weight scales map a pruned weight to exactly 0 in INT8."""
+    from compress.checkpoint import model_from_checkpoint
+    from compress.masks import apply_masks, unstructured_masks
+    from compress.ratios import allocate
+
+    ckpt, _ = tiny_dense
+    model = model_from_checkpoint(ckpt)
+    apply_masks(model, unstructured_masks(model, allocate(model, "unstructured", 0.7)))
+    from compress.models import ModelSpec
+
+    spec = ModelSpec.from_dict(ckpt["model"])
+    fp32 = export_onnx(model, spec, tmp_path / "u.onnx", contract={"mean": list(small.mean), "std": list(small.std),
+                                                                   "image_size": 32})
+    r = quantize(fp32, tmp_path / "u.int8.onnx", small, calibration=64, max_drop=100)
+    assert r["int8_weight_zero_fraction"] >= 0.7
