@@ -34,7 +34,7 @@ def cache_path(spec: ModelSpec, data: Dataset, cfg: TrainConfig) -> Path:
     """One file per (architecture, dataset content, recipe, seed)."""
     key = json.dumps({"model": spec.to_dict(), "data": data.fingerprint, "cfg": cfg.to_dict()}, sort_keys=True)
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
-    return cache_dir() / f"{spec.name}_w{spec.width:g}_{data.name}_e{cfg.epochs}_s{cfg.seed}_{digest}.pt"
+    return cache_dir() / f"{spec.label}_w{spec.width:g}_{data.name}_e{cfg.epochs}_s{cfg.seed}_{digest}.pt"
 
 
 def rewind_path(path: Path) -> Path:
