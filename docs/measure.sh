@@ -33,6 +33,7 @@ for lr in 0.02 0.05; do t omp_lr$lr compress unstructured --ratio 0.8 --lr $lr "
 cd "$REPO"
 python -m bench.train_throughput --model vgg13 --batch-size 128 --steps 20 --masks | tee "$WORK/throughput.out"
 python -m bench.filter_speedup | tee "$WORK/filter_speedup.out"
+python -m bench.quantize_speedup | tee "$WORK/quantize_speedup.out"
 python -m bench.semi_structured | tee "$WORK/semi.out"
 python -m export.sizes --out "$WORK/sizes" | tee "$WORK/sizes.out"
 
