@@ -111,7 +111,7 @@ def plot_bench(report: dict, path: Path, dpi: int = 150) -> Path:
         by_cell = {(r["runtime"], r["batch_size"]): speed(r) for r in ok if r["model"] == m}
         xs = [k + (j - (len(others) - 1) / 2) * width for k in range(len(cells))]
         vals = [by_cell.get(c) or 0.0 for c in cells]
-        label = f"{m}: {macs[ref] / macs[m]:.2f}x" if macs.get(m) and m != ref else m
+        label = f"{m}: {macs[ref] / macs[m]:.2f}x" if macs.get(m) and m != ref else f"{m} INT8: 1.00x"
         bars = ax.bar(xs, vals, width * 0.92, color=colors[m], label=label)
         ax.bar_label(bars, labels=[f"{v:.2f}" if v else "" for v in vals], fontsize=7, padding=2,
                      rotation=90 if upright else 0)

@@ -16,6 +16,7 @@ import torch
 
 from .checkpoint import atomic_write
 from .errors import CompressError
+from .models.sources import label
 from .sparsity import DEFINITIONS
 
 SUITE_ORDER = ("omp_unstructured", "imp_unstructured", "omp_filter", "imp_filter")
@@ -654,8 +655,9 @@ def write_report(run_dir: Path, *, mask_layer: str | None = None) -> Path:
     figs = make_figures(folder, top, runs, mask_layer)
     spec = runs[0].manifest.get("model", {})
     ds = runs[0].manifest.get("dataset", {})
-    title = (f"# Pruning report: {spec.get('name', '?')} (width {spec.get('width', 1):g}) on {ds.get('name', '?')}"
-             if len(runs) > 1 else f"# Pruning report: {runs[0].label}, {spec.get('name', '?')} "
+    name = label(spec.get("name", "?"))  # a user's file source is named in full under "Your model"
+    title = (f"# Pruning report: {name} (width {spec.get('width', 1):g}) on {ds.get('name', '?')}"
+             if len(runs) > 1 else f"# Pruning report: {runs[0].label}, {name} "
                                    f"(width {spec.get('width', 1):g}) on {ds.get('name', '?')}")
     lines = [title, "",
              f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} by `compress report` from `{folder}` "
