@@ -6,6 +6,7 @@ import torch.nn as nn
 
 from .errors import CompressError
 from .ratios import pruned_count
+from .structure import FIXED_ATTR, build_graph, fixed_in_graph
 
 
 class MaskEnforcer:
@@ -109,13 +110,11 @@ def filter_groups(model: nn.Module, example_inputs: torch.Tensor) -> list[Filter
     """Coupled filter groups of `model`, rooted at conv layers, from Torch-Pruning's DependencyGraph."""
     from torch_pruning._helpers import to_plain_idxs, to_root_idxs
 
-    from .structure import FIXED_ATTR, build_graph, find_fixed_filters
-
     was_training = model.training
     model.eval()
     dg = build_graph(model, example_inputs)
-    if FIXED_ATTR not in model.__dict__:  # built outside ModelSpec.build(): find them now
-        model.__dict__[FIXED_ATTR] = find_fixed_filters(model, example_inputs)
+    if FIXED_ATTR not in model.__dict__:  # built outside ModelSpec.build(): find them in this graph
+        model.__dict__[FIXED_ATTR] = fixed_in_graph(model, dg)
     fixed = model.__dict__[FIXED_ATTR]
     names = {m: n for n, m in model.named_modules()}
     groups = []

@@ -49,14 +49,19 @@ def build_graph(model: nn.Module, example_inputs: torch.Tensor):
 
 
 def find_fixed_filters(model: nn.Module, example_inputs: torch.Tensor) -> dict[str, str]:
-    convs = {m: f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    if not convs:
+    if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
         return {}
     try:
         dg = build_graph(model, example_inputs)
     except Exception as e:  # noqa: BLE001 - a model TP cannot trace still prunes unstructured
         why = f"Torch-Pruning could not trace the model ({type(e).__name__}: {str(e)[:100]})"
-        return {name: why for name in convs.values()}
+        return {f"{n}.weight": why for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    return fixed_in_graph(model, dg)
+
+
+def fixed_in_graph(model: nn.Module, dg) -> dict[str, str]:
+    """`find_fixed_filters` on a dependency graph already built for `model` (one trace per caller)."""
+    convs = {m: f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     reaches = _reaches_output(dg)
     grouped: set[nn.Module] = set()
     fixed: dict[str, str] = {}
