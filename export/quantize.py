@@ -24,13 +24,17 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from compress.checkpoint import atomic_write, check_writable
 from compress.data import Dataset, Loader
-from compress.errors import CompressError
+from compress.errors import CompressError, did_you_mean
 
 from .onnx_export import INPUT_NAME
 from .runtime import ort_session
 
 METHODS = ("minmax", "entropy", "percentile")
 INT8_SUFFIX = ".int8.onnx"
+
+
+class AccuracyDrop(CompressError):
+    """The INT8 model lost more top-1 than --max-drop allows: a user decision, not a bug."""
 
 
 def int8_path(fp32: Path) -> Path:
@@ -124,7 +128,7 @@ def quantize(fp32: Path, out: Path | None, data: Dataset, *, calibration: int = 
             report["worst_layers"] = worst_layers(pre, staged, CalibrationReader(cx[:64], cy[:64], contract))
             if not accept_drop:
                 layers = ", ".join(f"{w['node']} ({w['sqnr_db']:.1f} dB)" for w in report["worst_layers"][:3])
-                raise CompressError(
+                raise AccuracyDrop(
                     f"INT8 loses {report['drop']:.2f} points of top-1 ({report['fp32_acc']:.2f}% -> "
                     f"{report['int8_acc']:.2f}%), over --max-drop {max_drop}; the layers that lose most: {layers}; "
                     "no INT8 file was written", "keep them in fp32 with --exclude NODE, try --method entropy or "
@@ -140,12 +144,24 @@ def quantize_file(fp32: Path, out: Path, reader, *, proto=None, method: str = "m
     """ONNX Runtime's pre-processing + static QDQ quantization of `fp32` into `out` (checked by
     onnx.checker, metadata carried over); returns the share of int8 conv/linear weights that
     are exactly zero (symmetric weight scales keep a pruned weight at 0)."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     proto = proto if proto is not None else onnx.load(str(fp32))
-    pre = pre or Path(out).with_name(Path(out).stem + ".pre.onnx")
-    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    scratch = None
+    if pre is None:  # the pre-processed model is an intermediate: keep it out of the output folder
+        scratch = Path(tempfile.mkdtemp(prefix=".quantize-", dir=Path(out).parent))
+        pre = scratch / "pre.onnx"
+    try:
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        return _quantize_static(pre, out, reader, proto, method, per_channel, exclude)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _quantize_static(pre: Path, out: Path, reader, proto, method: str, per_channel: bool, exclude) -> float:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
     quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -164,8 +180,6 @@ def quantize_file(fp32: Path, out: Path, reader, *, proto=None, method: str = "m
 
 def resolve_exclude(proto, exclude, where: str) -> tuple[str, ...]:
     """--exclude takes ONNX node names or the PyTorch weight names of conv/linear layers."""
-    from compress.errors import did_you_mean
-
     names = {n.name for n in proto.graph.node}
     by_weight = {n.input[1]: n.name for n in proto.graph.node if n.op_type in WEIGHTED and len(n.input) > 1}
     resolved = []
