@@ -156,13 +156,8 @@ def input_contract(meta: dict) -> dict:
 
 def with_contract(data, ckpt: dict):
     """The dataset normalised as the checkpoint's model expects (its recorded --mean/--std)."""
-    import dataclasses
-
     ds = ckpt.get("meta", {}).get("dataset", {})
-    mean, std = ds.get("mean"), ds.get("std")
-    if mean and std and (tuple(mean) != tuple(data.mean) or tuple(std) != tuple(data.std)):
-        return dataclasses.replace(data, mean=tuple(mean), std=tuple(std))
-    return data
+    return data.normalised(ds.get("mean"), ds.get("std"))
 
 
 def check_fits_data(spec: ModelSpec, data, source: str = "the model") -> None:

@@ -90,6 +90,24 @@ def resolve_dense(opts: PruneOptions, data: Dataset, device: torch.device) -> tu
     return spec, dense, data
 
 
+def place_dense(opts: PruneOptions, spec: ModelSpec, given: dict | None, data: Dataset, device: torch.device,
+                dest: Path) -> tuple[dict, Path]:
+    """The dense checkpoint and the file it lives in, with `dest` (a run folder's dense.pt)
+    holding it: given weights of ours are linked, imported ones saved as ours, and without any a
+    baseline is taken from the cache or trained now."""
+    if given is not None and "imported" in given["meta"]:
+        if not dest.exists():
+            save_checkpoint(dest, given)
+        return given, dest
+    if given is not None:
+        dense, path = given, Path(opts.checkpoint)
+    else:
+        dense, path = get_baseline(spec, data, opts.dense or dense_config(spec.name), device=device, show=opts.show)
+    if not dest.exists():
+        _link_or_copy(path, dest)
+    return dense, path
+
+
 def chance_warning(acc: float, data: Dataset) -> str | None:
     """A loud note when an imported model scores near chance: its input contract is probably off."""
     chance = 100 / data.num_classes
@@ -189,19 +207,7 @@ def run_prune(opts: PruneOptions, data: Dataset, device: torch.device) -> dict:
     job.validate()
     run_dir = open_run_dir(opts.out or default_run_dir(opts, target, spec), opts.resume, opts.force)
 
-    # ---- the dense model: given (ours, or imported and saved here as ours), cached, or trained now
-    local_dense = run_dir / "dense.pt"
-    if given is not None and "imported" in given["meta"]:
-        if not local_dense.exists():
-            save_checkpoint(local_dense, given)
-        dense, dense_path = given, local_dense
-    elif given is not None:
-        dense, dense_path = given, Path(opts.checkpoint)
-    else:
-        dense_cfg = opts.dense or dense_config(spec.name)
-        dense, dense_path = get_baseline(spec, data, dense_cfg, device=device, show=opts.show)
-    if not local_dense.exists():
-        _link_or_copy(dense_path, local_dense)
+    dense, dense_path = place_dense(opts, spec, given, data, device, run_dir / "dense.pt")
     if source.startswith("global"):  # a global ranking needs the trained weights, not the probe's
         trained = model_from_checkpoint(dense).to(device)
         job.ratios = global_allocation(trained, opts, target, data, spec)
@@ -369,18 +375,7 @@ def run_all(base: PruneOptions, ratios: dict[str, float], data: Dataset, device:
     t0 = time.perf_counter()
     spec, given, data = resolve_dense(base, data, device)  # weights checked before the folder exists
     suite = open_run_dir(out_dir, base.resume, base.force)
-    if given is not None:
-        dense = given
-        if not (suite / "dense.pt").exists():
-            if "imported" in given["meta"]:
-                save_checkpoint(suite / "dense.pt", given)
-            else:
-                _link_or_copy(Path(base.checkpoint), suite / "dense.pt")
-    else:
-        dense, dense_path = get_baseline(spec, data, base.dense or dense_config(spec.name), device=device,
-                                         show=base.show)
-        if not (suite / "dense.pt").exists():
-            _link_or_copy(dense_path, suite / "dense.pt")
+    dense, _ = place_dense(base, spec, given, data, device, suite / "dense.pt")
     manifest = {"format": "compress-suite/1", "status": "running", "model": spec.to_dict(),
                 "dataset": data.describe(), "dense": {"path": "dense.pt", "accuracy": dense["meta"]["accuracy"]},
                 "runs": {}, "results": {}, "command": base.command, "versions": versions(), "device": str(device),
