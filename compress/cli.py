@@ -133,6 +133,17 @@ def load_data(args, device):
     return data.to(device)
 
 
+def checkpoint_data(args, ckpt: dict):
+    """--data, or else the dataset the checkpoint was trained on, at the model's image size and
+    with its recorded normalisation (on the CPU; callers move it)."""
+    from .checkpoint import with_contract
+    from .data import load_dataset
+
+    source = args.data if args.data != "auto" else ckpt.get("meta", {}).get("dataset", {}).get("source", "auto")
+    data = load_dataset(source, quiet=True, image_size=getattr(args, "image_size", None) or ckpt["model"].get("image_size"))
+    return with_contract(data, ckpt)
+
+
 STAGE_NAMES = ("slim", "export", "quantize", "bench", "report")
 
 
@@ -363,8 +374,7 @@ class Slim(Command):
         add_data_args(p)
 
     def run(self, args) -> int:
-        from .checkpoint import check_writable, load_checkpoint, save_checkpoint, with_contract
-        from .data import load_dataset
+        from .checkpoint import check_writable, load_checkpoint, save_checkpoint
         from .env import resolve_device
         from .render import slim_summary
         from .slim import slim_checkpoint
@@ -373,9 +383,7 @@ class Slim(Command):
         path = args.out or args.model.with_name(args.model.stem + "_slim.pt")
         check_writable(path, force=args.force)
         device = resolve_device(args.device)
-        data = load_dataset(args.data if args.data != "auto" else ckpt["meta"].get("dataset", {}).get("source", "auto"),
-                            quiet=True, image_size=args.image_size or ckpt["model"].get("image_size"))
-        data = with_contract(data, ckpt).to(device)
+        data = checkpoint_data(args, ckpt).to(device)
         payload, result = slim_checkpoint(ckpt, data, round_to=args.round_to, device=device)
         save_checkpoint(path, payload)
         out.print(slim_summary(result.stats, path))

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import Command, add_data_args, command
+from .cli import Command, add_data_args, checkpoint_data, command
 from .console import out
 
 
@@ -42,15 +42,12 @@ def _command_line() -> list[str] | None:
 
 def _load(args, kinds=("dense",)):
     """The checkpoint, and the data it was trained on unless --data says otherwise."""
-    from .checkpoint import load_checkpoint, with_contract
-    from .data import load_dataset
+    from .checkpoint import load_checkpoint
     from .env import resolve_device
 
     ckpt = load_checkpoint(args.model, kinds=kinds)
     device = resolve_device(args.device)
-    spec = args.data if args.data != "auto" else ckpt.get("meta", {}).get("dataset", {}).get("source", "auto")
-    data = load_dataset(spec, quiet=True, image_size=getattr(args, "image_size", None) or ckpt["model"].get("image_size"))
-    return ckpt, with_contract(data, ckpt).to(device), device
+    return ckpt, checkpoint_data(args, ckpt).to(device), device
 
 
 @command

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli import Command, add_data_args, command, positive_int
+from .cli import Command, add_data_args, checkpoint_data, command, positive_int
 from .console import notice, out
 from .errors import CompressError
 
@@ -215,12 +215,11 @@ class Quantize(Command):
             raise CompressError(f"--calibration {args.calibration}: calibration needs at least one image", "e.g. --calibration 512")
         path = Path(args.model)
         if path.suffix == ".pt":
-            from compress.checkpoint import load_checkpoint, with_contract
+            from compress.checkpoint import load_checkpoint
             from export import export_checkpoint
 
             ckpt = load_checkpoint(path, kinds=("dense", "pruned", "slim"))
-            source = args.data if args.data != "auto" else ckpt["meta"].get("dataset", {}).get("source", "auto")
-            data = with_contract(load_dataset(source, quiet=True, image_size=ckpt["model"].get("image_size")), ckpt)
+            data = checkpoint_data(args, ckpt)
             onnx_path = path.with_suffix(".onnx")
             export_checkpoint(path, onnx_path, data=data, compact=False, force=args.force or not onnx_path.exists())
             return onnx_path, data

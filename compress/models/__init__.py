@@ -51,10 +51,17 @@ class ModelSpec:
 
         return torch.zeros(batch, self.in_channels, self.image_size, self.image_size)
 
+    @property
+    def cifar_variant(self) -> str | None:
+        """The registered CIFAR-stem model built for `torchvision:NAME` on small images, unless
+        `--model-arg cifar_stem=false` asks for torchvision's own stem."""
+        variant = sources.cifar_stem_variant(self.name, self.image_size)
+        return variant if variant and self.args.get("cifar_stem", True) else None
+
     def build(self) -> nn.Module:
         """A freshly initialised module; its filter-prunable layers are marked (see `structure`)."""
-        variant = sources.cifar_stem_variant(self.name, self.image_size)
-        if variant and self.args.get("cifar_stem", True):
+        variant = self.cifar_variant
+        if variant:
             model = create_model(variant, num_classes=self.num_classes, width=self.width,
                                  image_size=self.image_size, in_channels=self.in_channels)
         elif self.source_kind == "registry":
@@ -73,8 +80,7 @@ class ModelSpec:
 
     def describe(self) -> str:
         """What was built, in words ('torchvision:resnet18 (CIFAR-stem variant: ...)')."""
-        variant = sources.cifar_stem_variant(self.name, self.image_size)
-        if variant and self.args.get("cifar_stem", True):
+        if self.cifar_variant:
             return (f"{self.name}, built as the CIFAR-stem variant (3x3 stride-1 first conv, no max-pool) for "
                     f"{self.image_size} px images; --model-arg cifar_stem=false for torchvision's ImageNet stem")
         return self.name

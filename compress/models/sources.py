@@ -84,12 +84,7 @@ def check_source(source: str) -> None:
     """Fail fast (before data is read) on a source that cannot name a builder."""
     kind = kind_of(source)
     if kind == "torchvision":
-        import torchvision
-
-        name = source[len(TORCHVISION):]
-        available = torchvision.models.list_models(module=torchvision.models)
-        if name not in available:
-            raise CompressError(f"torchvision has no classification model {name!r}", did_you_mean(name, available))
+        _check_torchvision_name(source[len(TORCHVISION):])
     elif kind in ("file", "module"):
         _resolve_callable(source)
 
@@ -126,12 +121,18 @@ def build_from_source(source: str, args: dict, *, num_classes: int, image_size: 
     return model
 
 
-def _torchvision(name: str, args: dict, num_classes: int, image_size: int, in_channels: int) -> nn.Module:
+def _check_torchvision_name(name: str) -> None:
     import torchvision
 
     available = torchvision.models.list_models(module=torchvision.models)  # classification only
     if name not in available:
         raise CompressError(f"torchvision has no classification model {name!r}", did_you_mean(name, available))
+
+
+def _torchvision(name: str, args: dict, num_classes: int, image_size: int, in_channels: int) -> nn.Module:
+    import torchvision
+
+    _check_torchvision_name(name)
     if in_channels != 3:
         raise CompressError(f"torchvision:{name} takes 3-channel images, the data has {in_channels}",
                             "use a registered model or your own builder for other inputs")
