@@ -519,11 +519,12 @@ def _deploy_section(folder: Path, top: dict, runs: list[RunData]) -> list[str]:
 
 def _int8_section(runs: list[RunData]) -> list[str]:
     """fp32 vs INT8 per exported model (the quantize stage's onnx/quantize.json)."""
-    rows, failed = [], []
+    rows, failed, docs = [], [], []
     for r in runs:
         q = read_json(r.path / "onnx" / "quantize.json")
         if not q:
             continue
+        docs.append(q)
         failed += q.get("failed", [])
         for m in q.get("models", []):
             rows.append([f"`{_link(r.rel, 'onnx/' + Path(m['int8']).name)}`", f"{m['fp32_acc']:.2f}%", f"{m['int8_acc']:.2f}%",
@@ -531,9 +532,7 @@ def _int8_section(runs: list[RunData]) -> list[str]:
                          f"{m['int8_bytes'] / m['fp32_bytes']:.3f}×"])
     if not rows and not failed:
         return []
-    first = next((read_json(r.path / "onnx" / "quantize.json") for r in runs
-                  if read_json(r.path / "onnx" / "quantize.json")), {})
-    m0 = (first.get("models") or [{}])[0]
+    m0 = (docs[0].get("models") or [{}])[0]
     out = ["### INT8 (ONNX Runtime static quantization)", "",
            f"QDQ, S8S8, {'per-channel' if m0.get('per_channel', True) else 'per-tensor'} weights, "
            f"{m0.get('method', 'minmax')} calibration on {m0.get('calibration_images', '?')} training images; both "
