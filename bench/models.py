@@ -35,6 +35,7 @@ class BenchModel:
     checkpoint_bytes: int | None = None
     meta: dict = field(default_factory=dict)  # prune_kind, sparsity, accuracy, source, ...
     onnx_bytes: int | None = None
+    int8_bytes: int | None = None  # the INT8 ONNX file, when the ort-cpu-int8 runtime made one
     _macs_params: tuple[int, int] | None = None
 
     @property
@@ -49,7 +50,8 @@ class BenchModel:
         """The bench.json entry for this model."""
         macs, params = self.macs_params
         return {"name": self.name, "path": self.path, "kind": self.kind, "params": params, "macs": macs,
-                "checkpoint_bytes": self.checkpoint_bytes, "onnx_bytes": self.onnx_bytes, **self.meta}
+                "checkpoint_bytes": self.checkpoint_bytes, "onnx_bytes": self.onnx_bytes,
+                "int8_bytes": self.int8_bytes, **self.meta}
 
 
 def _describe(ckpt: dict) -> dict:

@@ -14,13 +14,11 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
 from compress.console import err, out
-from compress.data import load_dataset
 from compress.env import cpu_int8_flags
 from compress.errors import CompressError
 from compress.masks import apply_masks, filter_masks
@@ -28,8 +26,6 @@ from compress.models import ModelSpec
 from compress.presets import config_dir
 from compress.ratios import read_ratio_file
 from compress.slim import slim
-from export.onnx_export import export_onnx
-from export.quantize import CalibrationReader, calibration_images, quantize_file
 
 from .benchmark import run_benchmark
 from .latency import Settings
@@ -49,18 +45,13 @@ def models(spec: ModelSpec) -> list[BenchModel]:
             BenchModel("slim", "slim", slim(masked, spec).model.eval(), spec, meta={"data_source": "sample"})]
 
 
-def sizes(found: list[BenchModel]) -> dict[str, int]:
-    """Bytes of each model's fp32 and INT8 ONNX file."""
-    data = load_dataset("sample", quiet=True)
-    x, y = calibration_images(data, 256)
+def sizes(report: dict) -> dict[str, int]:
+    """Bytes of each model's fp32 and INT8 ONNX file, as the benchmark wrote them."""
     result = {}
-    with tempfile.TemporaryDirectory() as work:
-        for m in found:
-            fp32 = export_onnx(m.module, m.spec, Path(work) / f"{m.name}.onnx",
-                               contract={"mean": list(data.mean), "std": list(data.std), "image_size": 32})
-            int8 = Path(work) / f"{m.name}.int8.onnx"
-            quantize_file(fp32, int8, CalibrationReader(x, y, {"mean": data.mean, "std": data.std}))
-            result[f"{m.name}-fp32"], result[f"{m.name}-int8"] = fp32.stat().st_size, int8.stat().st_size
+    for m in report["models"]:
+        if not m.get("onnx_bytes") or not m.get("int8_bytes"):
+            raise CompressError(f"no fp32 and INT8 ONNX sizes for {m['name']}", "see the skipped rows above")
+        result[f"{m['name']}-fp32"], result[f"{m['name']}-int8"] = m["onnx_bytes"], m["int8_bytes"]
     return result
 
 
@@ -79,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                             runtimes=("ort-cpu", "ort-cpu-int8"), device="cpu", threads=args.threads,
                             budget_s=args.budget)
         report = run_benchmark(bench_models=found, out=args.out, settings=settings, force=True)
-        size = sizes(found)
+        size = sizes(report)
     except CompressError as e:
         err.print(f"[bold red]error:[/bold red] {e}")
         return 2

@@ -80,6 +80,7 @@ class Context:
                 contract = {"mean": model.meta.get("mean") or data.mean, "std": model.meta.get("std") or data.std}
                 path = fp32.with_name(fp32.stem + ".int8.onnx")
                 quantize_file(fp32, path, CalibrationReader(x, y, contract))
+                model.int8_bytes = path.stat().st_size
                 self._int8[model.name] = path
             except (CompressError, ImportError, RuntimeError, ValueError) as e:
                 self._int8[model.name] = Skipped(f"INT8 quantization failed: {type(e).__name__}: {str(e)[:160]}")

@@ -200,7 +200,7 @@ class Train(Command):
 
     def run(self, args) -> int:
         from .baseline import train_baseline
-        from .checkpoint import build_spec, check_writable
+        from .checkpoint import check_writable
         from .env import resolve_device
         from .models import ModelSpec
         from .presets import dense_config
@@ -214,7 +214,6 @@ class Train(Command):
         device = resolve_device(args.device)
         data = load_data(args, device)
         spec = ModelSpec(source, data.num_classes, args.width, data.image_size, args=model_args)
-        build_spec(spec)  # a source that cannot build fails before training
         ckpt = train_baseline(spec, data, cfg, path, device=device, force=args.force)
         from .render import training_summary
 
