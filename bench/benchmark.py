@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -45,12 +47,10 @@ def run_benchmark(models: list[Path | str] | None = None, run: Path | str | None
     models built in memory (scripts, tests). The pipeline calls it with `run=RUN_DIR`,
     `settings=Settings.quick()`, `force=True`.
     """
-    from compress.env import machine, resolve_device
+    from compress.env import machine
 
     settings = settings or Settings()
     validate(settings)
-    runtimes = get_runtimes(list(settings.runtimes) if settings.runtimes is not None else None)
-    device = resolve_device(settings.device)
     out = Path(out) if out is not None else default_out(run)
     for name in FILES:  # refuse before measuring for minutes
         check_writable(out / name, force=force)
@@ -60,6 +60,31 @@ def run_benchmark(models: list[Path | str] | None = None, run: Path | str | None
         raise CompressError("no models to benchmark", "pass model files (dense.pt, Omp_...pt) or --run RUN_DIR")
 
     load_before = busy_check()
+    with timing_session(settings) as (ctx, runtimes, device):
+        results = measure(found, runtimes, settings, ctx, show=show)
+    report = {
+        "format": "compress-bench/1",
+        "machine": {**machine(), "load_avg_1m": {"before": load_before, "after": _load()}},
+        "settings": {**settings.to_dict(), "runtimes": [r.name for r in runtimes], "threads": ctx.threads,
+                     "device": str(device), "reference": found[0].name,
+                     "cudnn_benchmark": device.type == "cuda",
+                     "clock": "around each call; per row: cuda-events (torch on CUDA, synchronised) or "
+                              "perf_counter (CPU, ONNX Runtime: synchronous calls)"},
+        "models": [m.info() for m in found],
+        "results": results,
+    }
+    report["files"] = write_outputs(report, out)
+    return report
+
+
+@contextmanager
+def timing_session(settings: Settings) -> Iterator[tuple[Context, list, torch.device]]:
+    """The runtimes, device and a Context (thread count set, a scratch folder for ONNX files)
+    for measuring under `settings`; torch's thread count and cuDNN mode are restored after."""
+    from compress.env import resolve_device
+
+    runtimes = get_runtimes(list(settings.runtimes) if settings.runtimes is not None else None)
+    device = resolve_device(settings.device)
     threads_before = torch.get_num_threads()
     threads = settings.threads or threads_before
     torch.set_num_threads(threads)
@@ -69,25 +94,11 @@ def run_benchmark(models: list[Path | str] | None = None, run: Path | str | None
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels, as deployments do
     try:
         with tempfile.TemporaryDirectory(prefix="compress-bench-") as work:
-            ctx = Context(device=device, threads=threads, workdir=Path(work),
-                          explicit=frozenset(settings.runtimes or ()))
-            results = measure(found, runtimes, settings, ctx, show=show)
-        report = {
-            "format": "compress-bench/1",
-            "machine": {**machine(), "load_avg_1m": {"before": load_before, "after": _load()}},
-            "settings": {**settings.to_dict(), "runtimes": [r.name for r in runtimes], "threads": threads,
-                         "device": str(device), "reference": found[0].name,
-                         "cudnn_benchmark": device.type == "cuda",
-                         "clock": "around each call; per row: cuda-events (torch on CUDA, synchronised) or "
-                                  "perf_counter (CPU, ONNX Runtime: synchronous calls)"},
-            "models": [m.info() for m in found],
-            "results": results,
-        }
+            yield (Context(device=device, threads=threads, workdir=Path(work),
+                           explicit=frozenset(settings.runtimes or ()), spin=settings.ort_spinning), runtimes, device)
     finally:
         torch.set_num_threads(threads_before)
         torch.backends.cudnn.benchmark = cudnn_before
-    report["files"] = write_outputs(report, out)
-    return report
 
 
 def _load() -> float | None:

@@ -42,6 +42,9 @@ class Settings:
     min_warmup: int = 2
     warmup_s: float = 0.2  # seconds of warm-up after the first (cold) call
     blocks: int = 5  # round-robin blocks per cell: each model's calls are split over them
+    # ONNX Runtime's worker threads spin after a call; with many sessions interleaved, the one
+    # that just ran steals the cores of the next (VGG13, batch 64, 2 threads: IQR 10 ms -> 2 ms off)
+    ort_spinning: bool = True
 
     @classmethod
     def quick(cls, **changes) -> "Settings":

@@ -41,6 +41,7 @@ class Context:
     workdir: Path
     explicit: frozenset = frozenset()  # runtimes the user named (opt-in ones run only then)
     seed: int = 0
+    spin: bool = True
     _onnx: dict = field(default_factory=dict)
     _int8: dict = field(default_factory=dict)
 
@@ -274,6 +275,8 @@ class OrtCPU(Runtime):
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
+        if not ctx.spin:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(str(self.onnx_file(model, ctx)), opts, providers=["CPUExecutionProvider"])
 
     def call(self, session, model, batch_size, ctx):

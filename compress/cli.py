@@ -156,6 +156,56 @@ def add_quantize_args(p) -> None:
                         "(no INT8 file for it; default 1.0)")
 
 
+def _arg_type(check):
+    """An argparse type from a checker that raises CompressError (one message for CLI and API)."""
+    def parse(text: str):
+        try:
+            return check(text)
+        except CompressError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = check.__name__.replace("_value", "")
+    return parse
+
+
+def add_plan_args(p, round_to_default: int | None = 16) -> None:
+    """The latency target of `compress plan` and `compress filter --speedup`."""
+    from .planner import latency_value, speedup_value
+
+    t = p.add_mutually_exclusive_group()
+    t.add_argument("--speedup", type=_arg_type(speedup_value), default=None, metavar="X",
+                   help="prune to X times the dense model's speed, measured on --runtime at --at-batch "
+                        "(per-layer widths chosen from a measured latency table, then verified)")
+    t.add_argument("--latency-ms", type=_arg_type(latency_value), default=None, metavar="MS",
+                   help="prune until one batch of --at-batch images takes at most MS milliseconds on --runtime")
+    p.add_argument("--runtime", default="ort-cpu",
+                   help="where latency is measured: ort-cpu (default), torch (CPU or --device), torch-bf16 (CUDA), ...")
+    p.add_argument("--at-batch", type=positive_int, default=64, metavar="N",
+                   help="batch size the latency is measured at (not the training batch; default 64)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads of the runtime (default: torch's)")
+    if round_to_default is not None:
+        p.add_argument("--round-to", type=positive_int, default=round_to_default, metavar="M",
+                       help=f"kept widths are multiples of M (default {round_to_default})")
+    p.add_argument("--tolerance", type=float, default=0.05,
+                   help="a measured speed-up within this fraction of the target is a hit (default 0.05)")
+    p.add_argument("--cost", choices=("loss", "score"), default="loss",
+                   help="what cutting a layer costs: loss (default: the training loss increase when that layer alone "
+                        "is cut, on 512 training images) or score (the --criterion scores of the filters cut)")
+    p.add_argument("--search", choices=("greedy", "exact"), default="greedy",
+                   help="greedy (default: NetAdapt's rule, narrow the layer that costs least per ms saved, on the "
+                        "fitted latency model) or exact (a knapsack over single-layer savings, re-aimed)")
+
+
+def plan_request(args, round_to: int):
+    """A PlanRequest from `add_plan_args` options, or None when no target was given."""
+    from .planner import PlanRequest
+
+    if args.speedup is None and args.latency_ms is None:
+        return None
+    return PlanRequest(speedup=args.speedup, latency_ms=args.latency_ms, runtime=args.runtime, batch=args.at_batch,
+                       threads=args.threads, round_to=round_to, criterion=args.criterion, cost=args.cost, search=args.search,
+                       tolerance=args.tolerance, device=args.device)
+
+
 def train_config(args, base=None):
     from .train import TrainConfig
 
@@ -263,7 +313,7 @@ class _Prune(Command):
         if self.kind == "filter":
             g.add_argument("--round-to", type=int, default=0, metavar="M",
                            help="keep a multiple of M filters per layer (8, 16: faster kernels); overall "
-                                "sparsity stays >= --ratio")
+                                "sparsity stays >= --ratio (with --speedup: default 16)")
         if self.kind == "nm":
             g.add_argument("--nm", default="2:4", help="N:M pattern: keep N of every M input channels (default 2:4)")
         g.add_argument("--criterion", choices=("magnitude", "taylor", "synflow"), default="magnitude",
@@ -277,6 +327,9 @@ class _Prune(Command):
         s.add_argument("--rewind", choices=("finetune", "lr", "weights"), default="lr",
                        help="retraining each round: finetune (small constant lr), lr (rewind the lr schedule; "
                             "default), weights (lottery ticket: rewind weights to an early dense epoch)")
+        if self.kind == "filter":
+            add_plan_args(p.add_argument_group("prune to a measured speed-up (instead of --ratio/--config)"),
+                          round_to_default=None)
         d = p.add_argument_group("dense model")
         add_model_args(d, weights=True)
         d.add_argument("--checkpoint", "--weights", type=Path, default=None, metavar="WEIGHTS",
@@ -318,7 +371,8 @@ class _Prune(Command):
             model=source, model_args=model_args, width=args.width, checkpoint=args.checkpoint,
             trust_pickle=args.trust_pickle, dense=dense, retrain=retrain, out=args.out, resume=args.resume, force=args.force,
             stages=tuple(s for s in STAGE_NAMES if not getattr(args, f"no_{s}")), max_drop=args.max_drop,
-            command=args.argv)
+            command=args.argv,
+            plan=plan_request(args, args.round_to or 16) if self.kind == "filter" else None)
         device = resolve_device(args.device)
         data = load_data(args, device)
         manifest = run_prune(opts, data, device)
@@ -328,6 +382,10 @@ class _Prune(Command):
         out.print(sparsity_table(sparsity, f"sparsity of {manifest['result']['path']}"))
         out.print(prune_summary(manifest))
         out.print(artifacts_table(manifest))
+        if manifest.get("plan"):
+            from .planner import bench_check
+
+            out.print(bench_check(manifest, Path(manifest["run_dir"])), soft_wrap=True)
         failed = [k for k, v in manifest.get("stages", {}).items() if v["status"] == "failed"]
         return 1 if failed else 0
 
@@ -441,7 +499,7 @@ class All(Command):
 
 
 # --------------------------------------------------------------------------- entry point
-COMMAND_MODULES = ("compress.cli_deploy", "compress.cli_analysis", "compress.cli_model")  # register more subcommands on import
+COMMAND_MODULES = ("compress.cli_deploy", "compress.cli_analysis", "compress.cli_model", "compress.cli_plan")  # register more subcommands on import
 
 
 def build_parser() -> argparse.ArgumentParser:

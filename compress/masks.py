@@ -96,8 +96,10 @@ class FilterGroup:
     """
 
     def __init__(self, root: str, channels: int, members: dict[str, list[int]], convs: list[str],
-                 channel_groups: int = 1):
+                 channel_groups: int = 1, consumers: list[str] | None = None):
         self.root, self.channels, self.members, self.convs = root, channels, members, convs
+        # conv/linear layers whose input channels these are (they shrink too when the group is cut)
+        self.consumers = consumers or []
         # a grouped conv (ResNeXt, RegNet) in the group: its G channel blocks must stay equal in
         # size, so the same positions are pruned in every block (as Torch-Pruning's MetaPruner does)
         self.channel_groups = channel_groups
@@ -122,7 +124,7 @@ def filter_groups(model: nn.Module, example_inputs: torch.Tensor) -> list[Filter
         root_module = group[0].dep.target.module
         channels = root_module.out_channels
         members: dict[str, list[int]] = {}
-        convs = []
+        convs, consumers = [], []
         channel_groups = 1
         for item in group.items:
             dep, idxs = item.dep, item.idxs
@@ -130,6 +132,9 @@ def filter_groups(model: nn.Module, example_inputs: torch.Tensor) -> list[Filter
             if isinstance(module, nn.Conv2d) and 1 < module.groups < module.out_channels:
                 channel_groups = max(channel_groups, module.groups)
             if not dg.is_out_channel_pruning_fn(dep.handler) or module not in names:
+                if isinstance(module, (nn.Conv2d, nn.Linear)) and module in names and \
+                        dg.is_in_channel_pruning_fn(dep.handler):
+                    consumers.append(names[module])
                 continue
             order = [p for _, p in sorted(zip(to_root_idxs(idxs), to_plain_idxs(idxs)))]
             if isinstance(module, nn.Conv2d):
@@ -141,8 +146,10 @@ def filter_groups(model: nn.Module, example_inputs: torch.Tensor) -> list[Filter
                 members[f"{names[module]}.weight"] = order
                 members[f"{names[module]}.bias"] = order
         if convs and not any(f"{c}.weight" in fixed for c in convs):
-            groups.append(FilterGroup(names[root_module], channels, members, list(dict.fromkeys(convs)),
-                                      channel_groups if channels % channel_groups == 0 else 1))
+            convs = list(dict.fromkeys(convs))
+            groups.append(FilterGroup(names[root_module], channels, members, convs,
+                                      channel_groups if channels % channel_groups == 0 else 1,
+                                      [c for c in dict.fromkeys(consumers) if c not in convs]))
     model.train(was_training)
     return groups
 
@@ -173,11 +180,7 @@ def filter_masks(model: nn.Module, ratios: dict[str, float], example_inputs: tor
                 f"layers {', '.join(listed)} share their output channels (a residual group) but have different "
                 f"ratios {sorted(set(listed.values()))}", "give every layer of the group the same ratio")
         ratio = max(listed.values())
-        score = torch.zeros(g.channels)
-        for w in weights:
-            idx = g.members[w]
-            s = scores[w] if scores is not None and w in scores else params[w].detach().flatten(1).pow(2).sum(1)
-            score += s.float().cpu()[idx]
+        score = group_score(g, params, scores)
         already = None
         if previous is not None and weights[0] in previous:
             already = ~previous[weights[0]].flatten(1).any(1).cpu()[g.members[weights[0]]]
@@ -188,6 +191,17 @@ def filter_masks(model: nn.Module, ratios: dict[str, float], example_inputs: tor
             keep[torch.tensor(idx)] = keep_root
             masks[pname] = keep.view(-1, *([1] * (p.ndim - 1))).expand_as(p).clone()
     return masks
+
+
+def group_score(group: FilterGroup, params: dict[str, torch.Tensor],
+                scores: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """One score per root channel of the group: its filters' scores summed over the group's
+    convs (squared L2 norm of each filter when `scores` has none for a conv)."""
+    score = torch.zeros(group.channels)
+    for w in (f"{c}.weight" for c in group.convs):
+        s = scores[w] if scores is not None and w in scores else params[w].detach().flatten(1).pow(2).sum(1)
+        score += s.float().cpu()[group.members[w]]
+    return score
 
 
 def _keep_channels(score: torch.Tensor, ratio: float, already: torch.Tensor | None, blocks: int = 1) -> torch.Tensor:

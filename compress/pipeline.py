@@ -51,6 +51,7 @@ class PruneOptions:
     force: bool = False
     stages: tuple[str, ...] = STAGES
     max_drop: float = 1.0  # INT8 top-1 drop (points) that fails the quantize stage
+    plan: object | None = None  # a planner.PlanRequest: ratios chosen for a measured speed-up (filter only)
     show: bool = True
     command: list[str] = field(default_factory=list)
 
@@ -171,7 +172,35 @@ def global_allocation(model: torch.nn.Module, opts: PruneOptions, target: float,
 def default_run_dir(opts: PruneOptions, target: float, spec: ModelSpec) -> Path:
     sched = "omp" if opts.method == "omp" else f"imp{opts.rounds}"
     kind = f"nm{opts.nm[0]}{opts.nm[1]}" if opts.kind == "nm" else opts.kind
+    if opts.plan is not None:
+        p = opts.plan
+        goal = f"{p.speedup:g}x" if p.speedup else f"{p.latency_ms:g}ms"
+        return Path("runs") / f"{spec.label}_{kind}_{goal}_{p.runtime}_b{p.batch}_{sched}"
     return Path("runs") / f"{spec.label}_{kind}_{target:.2f}_{sched}"
+
+
+def planned_ratios(opts: PruneOptions, spec: ModelSpec, given: dict | None, data: Dataset,
+                   device: torch.device):
+    """Ratios for a measured speed-up (`compress filter --speedup`), planned on the trained dense
+    model (the cached baseline, trained now if there is none) before any run folder exists: a
+    target the runtime cannot reach is an error that costs no retraining."""
+    from .planner import make_plan
+
+    if opts.ratio is not None or opts.config is not None:
+        raise CompressError("--speedup/--latency-ms choose the layer ratios themselves",
+                            "drop --ratio/--config, or drop --speedup/--latency-ms")
+    opts.plan.validate()
+    dense = given if given is not None else get_baseline(spec, data, opts.dense or dense_config(spec.name),
+                                                         device=device, show=opts.show)[0]
+    model = model_from_checkpoint(dense)
+    plan = make_plan(model, spec, data, opts.plan, show=opts.show)
+    out.print(plan.summary())
+    if not plan.met:
+        raise CompressError(f"{opts.plan.describe()} cannot be reached: the best measured is "
+                            f"{plan.measured_speedup:.2f}x (nothing was written)",
+                            "lower --speedup (or raise --latency-ms); `compress plan` shows the attempts")
+    target = math.floor(plan.filter_sparsity * 100 + 1e-9) / 100
+    return plan, plan.ratios, target, f"latency plan: {plan.summary()}"
 
 
 def open_run_dir(path: Path, resume: bool, force: bool) -> Path:
@@ -196,7 +225,11 @@ def run_prune(opts: PruneOptions, data: Dataset, device: torch.device) -> dict:
     if given is None and spec.source_kind != "registry":
         notice(f"model: {spec.describe()}")
     probe = build_spec(spec)
-    ratios, target, source = resolve_ratios(opts, probe, spec)
+    plan = None
+    if opts.plan is not None:
+        plan, ratios, target, source = planned_ratios(opts, spec, given, data, device)
+    else:
+        ratios, target, source = resolve_ratios(opts, probe, spec)
     from .render import ratio_table
 
     if opts.kind != "nm" and not source.startswith("global"):
@@ -217,11 +250,20 @@ def run_prune(opts: PruneOptions, data: Dataset, device: torch.device) -> dict:
                      dense_path=dense_path)
     manifest["ratio_source"] = source
     manifest["command"] = opts.command
+    bench_settings = None
+    if plan is not None:
+        from .planner import write_plan
+
+        files = write_plan(plan, run_dir / "plan", spec.describe(), force=True)
+        manifest["plan"] = {"target_speedup": plan.target_speedup, "predicted_speedup": plan.predicted_speedup,
+                            "measured_speedup": plan.measured_speedup, "runtime": plan.request["runtime"],
+                            "batch": plan.request["batch"], "files": [str(f.relative_to(run_dir)) for f in files]}
+        bench_settings = {"batch_sizes": tuple(sorted({1, 64, plan.request["batch"]}))}
     if "imported" in dense["meta"]:
         manifest["imported"] = dense["meta"]["imported"]
     manifest.setdefault("artifacts", {})
     Run(run_dir).write(manifest)
-    return run_stages(run_dir, data, device, opts.stages, max_drop=opts.max_drop)
+    return run_stages(run_dir, data, device, opts.stages, bench_settings=bench_settings, max_drop=opts.max_drop)
 
 
 # --------------------------------------------------------------------------- deployment stages

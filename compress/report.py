@@ -592,6 +592,25 @@ def _imported_section(runs: list[RunData]) -> list[str]:
     return out + [""]
 
 
+def _plan_section(runs: list[RunData]) -> list[str]:
+    """A run pruned for a measured speed-up: target, prediction and the measurements side by side."""
+    out = []
+    for run in runs:
+        plan = run.manifest.get("plan")
+        if not plan:
+            continue
+        final = next((r["speedup_vs_dense"] for r in (run.bench or {}).get("results", [])
+                      if r["runtime"] == plan["runtime"] and r["batch_size"] == plan["batch"]
+                      and r["status"] == "ok" and r["model"] != "dense" and r.get("speedup_vs_dense")), None)
+        files = ", ".join(f"`{_link(run.rel, f)}`" for f in plan.get("files", []))
+        out += [f"Layer ratios chosen for a speed-up measured on {plan['runtime']} at batch {plan['batch']} "
+                f"(`--speedup`; the plan: {files}):", "",
+                _table(["target", "predicted (latency model)", "measured when planned", "measured in this run's benchmark"],
+                       [[f"{plan['target_speedup']:.2f}×", f"{plan['predicted_speedup']:.2f}×",
+                         f"{plan['measured_speedup']:.2f}×", f"{final:.2f}×" if final else "not measured"]], "rrrr"), ""]
+    return (["## Speed-up target", ""] + out) if out else []
+
+
 def _environment_section(top: dict, runs: list[RunData]) -> list[str]:
     m = runs[0].manifest
     versions = top.get("versions") or m.get("versions") or {}
@@ -668,6 +687,7 @@ def write_report(run_dir: Path, *, mask_layer: str | None = None) -> Path:
         lines += ["> Trained and tested on the bundled CIFAR-10 sample: accuracies are not comparable with full "
                   "CIFAR-10 results.", ""]
     lines += _imported_section(runs)
+    lines += _plan_section(runs)
     lines += _results_section(top, runs, figs)
     lines += _rounds_section(runs)
     lines += _layers_section(runs, figs)

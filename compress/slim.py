@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from .data import Dataset, calibration_batch
 from .errors import CompressError
-from .masks import FilterGroup, filter_groups
+from .masks import FilterGroup, filter_groups, group_score
 from .models import ModelSpec
 from .sparsity import sparsity_report
 from .train import evaluate
@@ -50,10 +50,7 @@ def round_down_channels(model: nn.Module, group: FilterGroup, dead: list[int], m
     target = max(multiple, (kept // multiple) * multiple)
     if group.channels <= multiple or kept <= target:
         return dead
-    params = dict(model.named_parameters())
-    score = torch.zeros(group.channels)
-    for c in group.convs:
-        score += params[f"{c}.weight"].detach().flatten(1).pow(2).sum(1).cpu()[torch.tensor(group.members[f"{c}.weight"])]
+    score = group_score(group, dict(model.named_parameters()))
     score[dead] = -float("inf")
     extra = torch.argsort(score, stable=True)[: group.channels - target]
     return sorted(set(dead) | set(extra.tolist()))

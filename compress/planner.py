@@ -1,0 +1,391 @@
+"""Prune to a measured speed-up: per-group filter widths chosen from latency measured on the
+target runtime, then verified end to end (`compress plan`, `compress filter --speedup`).
+
+    table   = bench.latency_table.build_table(...)   # whole network, one group narrowed at a time (cached)
+    latency = table.fit(layer_links(...))            # per-layer model: predicts any mix of widths
+    costs   = loss_costs(...) or score_costs(...)    # what cutting each group to each width costs
+    widths  = choose(curves, latency, goal)          # least cost whose predicted speed-up reaches the goal
+    measure dense vs the slim model side by side; if the measured speed-up misses the target by
+    more than the tolerance, re-aim (goal x target / measured) and choose again
+
+Prediction and measurement of every attempt are reported (`Plan.attempts`); the result is an
+ordinary ratio file with the numbers in its comments.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .allocator import SEARCHES, Allocation, GroupCurve, allocate, narrowest, ratios_for
+from .checkpoint import atomic_write, check_writable
+from .console import out, progress
+from .criteria import CRITERIA, scores_for
+from .data import Dataset
+from .errors import CompressError
+from .masks import FilterGroup, filter_groups, group_score
+from .models import ModelSpec
+from .ratios import check_ratios, planned_sparsity
+from .slim import count_macs_params
+
+PLAN_FILE, PLAN_JSON = "plan.yaml", "plan.json"
+
+
+def speedup_value(text: str) -> float:
+    """`--speedup`: a finite number > 1 (argparse type)."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise CompressError(f"--speedup {text!r} is not a number", "e.g. --speedup 2.5 (2.5x faster than dense)") from None
+    if not math.isfinite(value) or value <= 1:
+        raise CompressError(f"--speedup {text} must be a number > 1 (a speed-up over the dense model)",
+                            "e.g. --speedup 2.5; for a time budget use --latency-ms")
+    return value
+
+
+def latency_value(text: str) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise CompressError(f"--latency-ms {text!r} is not a number", "e.g. --latency-ms 30") from None
+    if not math.isfinite(value) or value <= 0:
+        raise CompressError(f"--latency-ms {text} must be a positive number of milliseconds", "e.g. --latency-ms 30")
+    return value
+
+
+@dataclass
+class PlanRequest:
+    """What the user asked for; `speedup` or `latency_ms` (one of them)."""
+
+    speedup: float | None = None
+    latency_ms: float | None = None
+    runtime: str = "ort-cpu"
+    batch: int = 64  # the batch size latency is measured at (not the training batch)
+    threads: int | None = None  # CPU threads of the runtime (None: torch's setting)
+    round_to: int = 16  # kept widths are multiples of this
+    criterion: str = "magnitude"  # which filters of a group go
+    cost: str = "loss"  # what cutting a group costs: loss increase on training images, or criterion scores
+    search: str = "greedy"
+    tolerance: float = 0.05  # a measured speed-up this close to the target (relative) is a hit
+    attempts: int = 4  # end-to-end measurements at most
+    device: str = "cpu"  # where torch runtimes run (ONNX Runtime CPU ignores it)
+    use_cache: bool = True
+
+    def validate(self) -> None:
+        if (self.speedup is None) == (self.latency_ms is None):
+            raise CompressError("give one target: --speedup X or --latency-ms MS", "e.g. --speedup 2.5")
+        if self.speedup is not None:
+            speedup_value(str(self.speedup))
+        if self.latency_ms is not None:
+            latency_value(str(self.latency_ms))
+        if self.batch < 1:
+            raise CompressError(f"--at-batch must be >= 1 (got {self.batch})", "e.g. --at-batch 64")
+        if self.round_to < 1:
+            raise CompressError(f"--round-to must be >= 1 (got {self.round_to})", "e.g. --round-to 16")
+        if not 0 < self.tolerance < 0.5:
+            raise CompressError(f"--tolerance {self.tolerance} is outside (0, 0.5)", "e.g. --tolerance 0.05")
+        if self.criterion not in CRITERIA:
+            raise CompressError(f"unknown criterion {self.criterion!r}", f"choose one of: {', '.join(CRITERIA)}")
+        if self.cost not in COSTS:
+            raise CompressError(f"unknown cost {self.cost!r}", f"choose one of: {', '.join(COSTS)}")
+        if self.search not in SEARCHES:
+            raise CompressError(f"unknown search {self.search!r}", f"choose one of: {', '.join(SEARCHES)}")
+        from bench.runtimes import get_runtimes
+
+        get_runtimes([self.runtime])
+
+    def describe(self) -> str:
+        goal = f"{self.speedup:g}x faster than dense" if self.speedup else f"{self.latency_ms:g} ms per batch"
+        return f"{goal} on {self.runtime}, batch {self.batch}"
+
+
+@dataclass
+class Plan:
+    request: dict
+    groups: dict[str, dict]  # narrowed group root -> {"convs", "channels", "kept", "saving_ms"}
+    ratios: dict[str, float]  # the ratio file
+    target_speedup: float
+    predicted_speedup: float
+    measured_speedup: float
+    measured_ms: float
+    dense_ms: float
+    met: bool  # measured >= target x (1 - tolerance)
+    attempts: list[dict]
+    table: dict
+    macs: dict
+    filter_sparsity: float
+    machine: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        verdict = "met" if self.met else "NOT met"
+        return (f"target {self.target_speedup:.2f}x, predicted {self.predicted_speedup:.2f}x, measured "
+                f"{self.measured_speedup:.2f}x ({self.measured_ms:.1f} vs {self.dense_ms:.1f} ms dense): {verdict}")
+
+
+# --------------------------------------------------------------------------- importance
+COSTS = ("loss", "score")
+LOSS_IMAGES = 512  # training images the loss cost is measured on (never test images)
+
+
+def score_costs(model: nn.Module, groups: list[FilterGroup], scores) -> dict[str, Callable[[int], float]]:
+    """Per group, width -> importance removed: the sum of the cut filters' scores, normalised by
+    the group's mean (filter scores compare within a layer, not across layers): how many
+    "average filters" of the group are removed."""
+    params = dict(model.named_parameters())
+    costs = {}
+    for g in groups:
+        s = group_score(g, params, scores)
+        s = torch.sort(s / s.mean().clamp_min(1e-12)).values
+        cum = [0.0] + torch.cumsum(s.double(), 0).tolist()
+        costs[g.root] = lambda w, cum=cum, c=g.channels: cum[c - w]
+    return costs
+
+
+def loss_costs(model: nn.Module, spec: ModelSpec, groups: list[FilterGroup], scores, data: Dataset,
+               widths: dict[str, list[int]], show: bool = True) -> dict[str, Callable[[int], float]]:
+    """Per group, width -> increase of the cross-entropy loss on LOSS_IMAGES training images
+    when that group alone is cut to the width (one-shot, the criterion's lowest filters),
+    measured at `widths` and interpolated between them (0 at full width, never smaller for a
+    narrower width). A one-layer-at-a-time sensitivity scan (Li et al. 2017, section 4.2)."""
+    from .data import Loader
+    from .masks import apply_masks, filter_masks
+    from .sensitivity import interpolate
+
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randperm(data.train_x.shape[0], generator=gen)[:LOSS_IMAGES].to(data.train_x.device)
+    batches = [(x.cpu(), y.cpu()) for x, y in Loader(data.train_x[idx], data.train_y[idx], 256, mean=data.mean,
+                                                      std=data.std)]
+
+    @torch.no_grad()
+    def loss(net: nn.Module) -> float:
+        net.eval()
+        return sum(nn.functional.cross_entropy(net(x), y, reduction="sum").item() for x, y in batches) / LOSS_IMAGES
+
+    base = loss(model)
+    example = spec.example_input()
+    costs = {}
+    with progress(transient=True, show=show) as bar:
+        task = bar.add_task("loss cost", total=sum(len(w) for w in widths.values()), status="")
+        for g in groups:
+            if g.root not in widths:
+                continue
+            xs, ys = [g.channels], [0.0]
+            for w in sorted(widths[g.root], reverse=True):
+                bar.update(task, status=f"{g.root} at {w}/{g.channels}")
+                masked = copy.deepcopy(model)
+                ratios = {f"{c}.weight": (g.channels - w) / g.channels for c in g.convs}
+                apply_masks(masked, filter_masks(masked, ratios, example, scores=scores, groups=groups))
+                xs.append(w)
+                ys.append(max(ys[-1], loss(masked) - base))  # cutting more never helps (noise aside)
+                bar.advance(task)
+            xs, ys = xs[::-1], ys[::-1]
+            costs[g.root] = lambda w, xs=xs, ys=ys: interpolate(xs, ys, w)
+    return costs
+
+
+def curves_for(latency, groups: list[FilterGroup], costs: dict[str, Callable[[int], float]],
+               round_to: int) -> list[GroupCurve]:
+    """Each narrowable group's candidate widths with the latency model's saving (that group
+    alone cut) and the cost of each width."""
+    from bench.latency_table import candidate_widths
+
+    curves = []
+    for g in groups:
+        if g.root not in latency.channels:
+            continue
+        widths = candidate_widths(g, round_to)
+        curves.append(GroupCurve(g.root, [f"{c}.weight" for c in g.convs], g.channels, widths,
+                                 [latency.saving_ms({g.root: w}) for w in widths], [costs[g.root](w) for w in widths]))
+    return curves
+
+
+# --------------------------------------------------------------------------- planning
+def choose(curves: list[GroupCurve], model, goal: float, search: str) -> tuple[Allocation, bool, float]:
+    """The least-cost widths whose speed-up predicted by the latency model (`LayerModel`)
+    reaches `goal`. greedy: NetAdapt steps on the model itself. exact: the knapsack over the
+    curves' single-group savings (which add up to more than the model's joint saving), asked
+    for more until the model's prediction gets there (bisection on the saving asked for).
+    Returns (allocation, feasible, predicted speed-up)."""
+    def predicted(a: Allocation) -> float:
+        return model.dense_ms / model.predict_ms(a.widths)
+
+    widest = narrowest(curves, model.saving_ms)
+    if predicted(widest) < goal:  # the model cannot get there: every group at its narrowest
+        return widest, False, predicted(widest)
+    need = model.dense_ms * (1 - 1 / goal)
+    found = allocate(curves, need, search, saving=model.saving_ms)
+    if found is not None and predicted(found) >= goal - 1e-9:
+        return found, True, predicted(found)
+    lo, hi, found = need, sum(c.saving_ms[0] for c in curves), widest
+    for _ in range(16):  # the least saving asked for whose prediction still reaches the goal
+        mid = (lo + hi) / 2
+        a = allocate(curves, mid, search, saving=model.saving_ms)
+        if a is not None and predicted(a) >= goal:
+            hi, found = mid, a
+        else:
+            lo = mid
+    return found, True, predicted(found)
+
+
+def make_plan(model: nn.Module, spec: ModelSpec, data: Dataset | None, request: PlanRequest,
+              show: bool = True, reuse: dict | None = None) -> Plan:
+    """Choose widths for the request, measure them end to end, re-aim when they miss.
+    `reuse`: a dict kept by a caller planning the same model several times (costs are kept in it)."""
+    from bench.latency_table import SideBySide, build_table, layer_links
+
+    request.validate()
+    model = model.cpu().eval()
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    groups = sorted(filter_groups(model, spec.example_input()), key=lambda g: order.get(g.root, 0))
+    if not groups:
+        raise CompressError(f"{spec.describe()} has no filter-prunable conv layers",
+                            "`compress layers` shows why each layer cannot be filter-pruned")
+    if request.cost == "loss" and data is None:
+        raise CompressError("the loss cost needs training data", "pass --data, or use --cost score")
+    names = {f"{c}.weight": 0.5 for g in groups for c in g.convs}
+    scores = scores_for(request.criterion, "filter", model, names, data, spec.example_input())
+    with SideBySide(spec, request.runtime, request.batch, threads=request.threads, device=request.device,
+                    show=show) as timer:
+        table, table_path, cached = build_table(model, spec, timer, round_to=request.round_to,
+                                                use_cache=request.use_cache)
+        if show:
+            out.print(f"latency table {'(cached) ' if cached else ''}{table_path}: dense {table.dense_ms:.1f} ms")
+        if request.latency_ms is not None and request.latency_ms >= table.dense_ms:
+            raise CompressError(f"the dense model already runs in {table.dense_ms:.1f} ms <= {request.latency_ms:g} ms "
+                                f"on {request.runtime} at batch {request.batch}", "nothing to prune for; lower --latency-ms")
+        key = (request.criterion, request.cost, request.round_to)
+        if reuse is not None and key in reuse:
+            costs = reuse[key]
+        elif request.cost == "loss":
+            widths = {r: g["widths"] for r, g in table.groups.items()}
+            costs = loss_costs(model, spec, groups, scores, data, widths, show=show)
+        else:
+            costs = score_costs(model, groups, scores)
+        if reuse is not None:
+            reuse[key] = costs
+        latency = table.fit(layer_links(model, spec, groups))
+        curves = curves_for(latency, groups, costs, request.round_to)
+        attempts = _attempts(model, spec, groups, curves, latency, timer, request, show)
+    target = attempts[-1]["target"]
+    best = _best(attempts, target, request.tolerance)
+    return _plan(model, spec, request, curves, best, attempts, target,
+                 {"file": str(table_path), "cached": cached, "dense_ms": table.dense_ms, "seconds": table.seconds,
+                  "key": table.key, "fit_rms_ms": round(latency.rms_ms, 3),
+                  "layer_ms": {n: round(v, 3) for n, v in latency.ms.items()}})
+
+
+def _attempts(model, spec, groups, curves, latency, timer, request: PlanRequest, show: bool) -> list[dict]:
+    """Choose, measure end to end, re-aim (goal x target / measured) until within tolerance."""
+    from bench.latency_table import narrowed
+
+    target = request.speedup or latency.dense_ms / request.latency_ms
+    goal, attempts, tried = target, [], set()
+    full = {c.name: c.channels for c in curves}
+    for k in range(request.attempts):
+        choice, feasible, predicted = choose(curves, latency, goal, request.search)
+        key = tuple(sorted(choice.widths.items()))
+        if key in tried:
+            break
+        tried.add(key)
+        widths = {r: w for r, w in choice.widths.items() if w < full[r]}
+        slim_model = narrowed(model, spec, groups, widths)
+        rows = timer.time({"dense": model, f"plan{k}": slim_model}, budget_s=2.0)
+        dense_ms, ms = rows["dense"]["median_ms"], rows[f"plan{k}"]["median_ms"]
+        if request.latency_ms is not None:  # the budget is in ms: the speed-up it needs is this run's
+            target = dense_ms / request.latency_ms
+        measured = dense_ms / ms
+        attempts.append({"goal": round(goal, 4), "target": round(target, 4), "feasible": feasible, "widths": widths,
+                         "predicted_speedup": round(predicted, 4), "measured_speedup": round(measured, 4),
+                         "dense_ms": dense_ms, "ms": ms, "iqr_ms": rows[f"plan{k}"]["iqr_ms"],
+                         "cost": round(choice.cost, 4), "macs": count_macs_params(slim_model, spec)[0]})
+        if show:
+            out.print(f"  attempt {k + 1}: aimed at {goal:.2f}x, predicted {predicted:.2f}x, measured {measured:.2f}x "
+                      f"({ms:.1f} vs {dense_ms:.1f} ms dense)")
+        if not feasible or abs(measured / target - 1) <= request.tolerance:
+            break
+        goal = max(1.0 + 1e-3, goal * target / measured)
+    return attempts
+
+
+def _plan(model, spec, request, curves, best, attempts, target, table_info) -> Plan:
+    from .env import machine
+
+    ratios = ratios_for(curves, {**{c.name: c.channels for c in curves}, **best["widths"]})
+    check_ratios(ratios, model, "filter", "the plan")
+    chosen = {c.name: {"convs": c.convs, "channels": c.channels, "kept": best["widths"][c.name],
+                       "saving_ms": round(c.saving_ms[c.at(best["widths"][c.name])], 3)}
+              for c in curves if c.name in best["widths"]}
+    first = attempts[0]
+    table_info["first_error"] = round(first["predicted_speedup"] / first["measured_speedup"] - 1, 4)
+    return Plan(request=asdict(request), groups=chosen, ratios=ratios, target_speedup=round(target, 4),
+                predicted_speedup=best["predicted_speedup"], measured_speedup=best["measured_speedup"],
+                measured_ms=best["ms"], dense_ms=best["dense_ms"],
+                met=best["measured_speedup"] >= target * (1 - request.tolerance), attempts=attempts,
+                table=table_info, macs={"dense": count_macs_params(model, spec)[0], "plan": best["macs"]},
+                filter_sparsity=planned_sparsity(model, "filter", ratios), machine=machine())
+
+
+def _best(attempts: list[dict], target: float, tolerance: float) -> dict:
+    """The attempt that meets the target (within tolerance) removing the least importance;
+    without one, the fastest."""
+    hits = [a for a in attempts if a["measured_speedup"] >= target * (1 - tolerance)]
+    if hits:
+        return min(hits, key=lambda a: a["cost"])
+    return max(attempts, key=lambda a: a["measured_speedup"])
+
+
+# --------------------------------------------------------------------------- files
+def write_plan(plan: Plan, out_dir: Path, model_label: str, force: bool = False) -> tuple[Path, Path]:
+    """DIR/plan.yaml (a ratio file, usable as --config, predictions in its comments) and DIR/plan.json."""
+    out_dir = Path(out_dir)
+    yaml_path, json_path = out_dir / PLAN_FILE, out_dir / PLAN_JSON
+    for p in (yaml_path, json_path):
+        check_writable(p, force=force)
+    atomic_write(yaml_path, lambda tmp: tmp.write_text(ratio_file_text(plan, model_label)))
+    atomic_write(json_path, lambda tmp: tmp.write_text(json.dumps(asdict(plan), indent=1)))
+    return yaml_path, json_path
+
+
+def ratio_file_text(plan: Plan, model_label: str) -> str:
+    r = plan.request
+    m = plan.machine
+    head = [
+        f"{model_label}: filter ratios planned for {plan.target_speedup:.2f}x on {r['runtime']}, batch {r['batch']}, "
+        f"{plan.table['key']['threads']} threads, {plan.table['key'].get('gpu') or m.get('cpu')}",
+        f"(compress plan; criterion {r['criterion']}, widths multiples of {r['round_to']}, {r['search']} search).",
+        f"Predicted {plan.predicted_speedup:.2f}x from the latency table; measured {plan.measured_speedup:.2f}x "
+        f"({plan.measured_ms:.1f} ms vs {plan.dense_ms:.1f} ms dense): target {'met' if plan.met else 'NOT met'}.",
+        f"MACs {plan.macs['plan'] / plan.macs['dense']:.3f}x of dense; {100 * plan.filter_sparsity:.1f}% of filters removed.",
+        "Layers not listed keep all their filters. Each line: kept/total filters.",
+    ]
+    lines = ["".join(f"# {h}\n" for h in head), "prune_ratios:\n"]
+    for root, g in plan.groups.items():
+        for conv in g["convs"]:
+            lines.append(f"  {conv}: {round(plan.ratios[conv], 6)}  # keeps {g['kept']}/{g['channels']} filters; "
+                         f"alone this saves ~{g['saving_ms']:.1f} ms\n")
+    return "".join(lines)
+
+
+def bench_check(manifest: dict, run_dir: Path) -> str | None:
+    """Target, predicted and measured speed-up side by side: the plan's own measurement and
+    the run's final benchmark of the retrained slim model (same runtime and batch size)."""
+    plan = manifest.get("plan")
+    if not plan:
+        return None
+    line = (f"speed-up on {plan['runtime']}, batch {plan['batch']}: target {plan['target_speedup']:.2f}x, "
+            f"predicted {plan['predicted_speedup']:.2f}x, measured when planned {plan['measured_speedup']:.2f}x")
+    bench = Path(run_dir) / "bench" / "bench.json"
+    if bench.is_file():
+        rows = [r for r in json.loads(bench.read_text())["results"]
+                if r["runtime"] == plan["runtime"] and r["batch_size"] == plan["batch"] and r["status"] == "ok"
+                and r["model"] != "dense" and r.get("speedup_vs_dense")]
+        if rows:
+            line += f", measured in the final benchmark {rows[-1]['speedup_vs_dense']:.2f}x ({rows[-1]['model']})"
+    return line
+
