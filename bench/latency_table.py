@@ -227,7 +227,7 @@ def narrowed(model: nn.Module, spec: ModelSpec, groups: list[FilterGroup], width
         return masked
     example = spec.example_input()
     apply_masks(masked, filter_masks(masked, ratios, example, groups=groups))
-    slim_model, _, _ = remove_channels(masked, example)
+    slim_model, _, _ = remove_channels(masked, example, groups=groups)
     return slim_model.eval()
 
 
@@ -239,8 +239,8 @@ class SideBySide:
                  device: str = "cpu", budget_s: float = 1.0, show: bool = True):
         self.spec, self.show = spec, show
         self.settings = Settings(batch_sizes=(batch,), runtimes=(runtime,), device=device, threads=threads,
-                                 budget_s=budget_s, min_repeats=5, max_repeats=200, min_warmup=2, warmup_s=0.2,
-                                 ort_spinning=False)
+                                 budget_s=budget_s, min_repeats=5, max_repeats=200, min_warmup=2,
+                                 warmup_s=min(0.2, budget_s), ort_spinning=False)
         self._session = None
 
     def __enter__(self) -> "SideBySide":

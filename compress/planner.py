@@ -76,6 +76,7 @@ class PlanRequest:
     attempts: int = 4  # end-to-end measurements at most
     device: str = "cpu"  # where torch runtimes run (ONNX Runtime CPU ignores it)
     use_cache: bool = True
+    budget_s: float = 1.0  # timed seconds per model in the table; each verification gets twice that
 
     def validate(self) -> None:
         if (self.speedup is None) == (self.latency_ms is None):
@@ -240,7 +241,7 @@ def make_plan(model: nn.Module, spec: ModelSpec, data: Dataset | None, request: 
     from bench.latency_table import SideBySide, build_table, layer_links
 
     request.validate()
-    model = model.cpu().eval()
+    model = copy.deepcopy(model).cpu().eval()  # the caller's model stays where it is
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     groups = sorted(filter_groups(model, spec.example_input()), key=lambda g: order.get(g.root, 0))
     if not groups:
@@ -251,7 +252,7 @@ def make_plan(model: nn.Module, spec: ModelSpec, data: Dataset | None, request: 
     names = {f"{c}.weight": 0.5 for g in groups for c in g.convs}
     scores = scores_for(request.criterion, "filter", model, names, data, spec.example_input())
     with SideBySide(spec, request.runtime, request.batch, threads=request.threads, device=request.device,
-                    show=show) as timer:
+                    budget_s=request.budget_s, show=show) as timer:
         table, table_path, cached = build_table(model, spec, timer, round_to=request.round_to,
                                                 use_cache=request.use_cache)
         if show:
@@ -295,7 +296,7 @@ def _attempts(model, spec, groups, curves, latency, timer, request: PlanRequest,
         tried.add(key)
         widths = {r: w for r, w in choice.widths.items() if w < full[r]}
         slim_model = narrowed(model, spec, groups, widths)
-        rows = timer.time({"dense": model, f"plan{k}": slim_model}, budget_s=2.0)
+        rows = timer.time({"dense": model, f"plan{k}": slim_model}, budget_s=2 * request.budget_s)
         dense_ms, ms = rows["dense"]["median_ms"], rows[f"plan{k}"]["median_ms"]
         if request.latency_ms is not None:  # the budget is in ms: the speed-up it needs is this run's
             target = dense_ms / request.latency_ms

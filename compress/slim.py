@@ -56,12 +56,15 @@ def round_down_channels(model: nn.Module, group: FilterGroup, dead: list[int], m
     return sorted(set(dead) | set(extra.tolist()))
 
 
-def remove_channels(model: nn.Module, example: torch.Tensor, round_to: int = 0) -> tuple[nn.Module, list, int]:
-    """Slim `model` in place: (model, Torch-Pruning history, live channels removed by rounding)."""
+def remove_channels(model: nn.Module, example: torch.Tensor, round_to: int = 0,
+                    groups: list[FilterGroup] | None = None) -> tuple[nn.Module, list, int]:
+    """Slim `model` in place: (model, Torch-Pruning history, live channels removed by rounding).
+    `groups`: the model's filter groups when the caller has them (they name parameters, so a
+    copy's groups serve)."""
     import torch_pruning as tp
 
     model.eval()
-    groups = filter_groups(model, example)
+    groups = groups if groups is not None else filter_groups(model, example)
     plan = []
     rounded_extra = 0
     for g in groups:

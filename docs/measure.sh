@@ -34,6 +34,7 @@ cd "$REPO"
 python -m bench.train_throughput --model vgg13 --batch-size 128 --steps 20 --masks | tee "$WORK/throughput.out"
 python -m bench.filter_speedup | tee "$WORK/filter_speedup.out"
 python -m bench.quantize_speedup | tee "$WORK/quantize_speedup.out"
+python -m bench.speedup_planner --threads 2 --out "$WORK/speedup_planner" | tee "$WORK/speedup_planner.out"
 python -m bench.semi_structured | tee "$WORK/semi.out"
 python -m export.sizes --out "$WORK/sizes" | tee "$WORK/sizes.out"
 
@@ -43,3 +44,11 @@ python -m export.sizes --out "$WORK/sizes" | tee "$WORK/sizes.out"
 cd "$WORK"
 t byom_vgg compress filter --ratio 0.4 --imp 3 --model "$REPO/docs/examples/my_vgg.py:vgg13" --checkpoint "$WORK/my_vgg.pth" --data sample --out byom_vgg
 t byom_r18 compress filter --ratio 0.4 --imp 3 --model torchvision:resnet18 --data sample --dense-epochs 6 --epochs 3 --out byom_r18
+
+# prune to a measured speed-up: the one-command run, then each plan retrained with the same OMP budget
+t speedup2 compress filter --speedup 2 --omp --checkpoint "$D" --data sample --out speedup2
+P="$WORK/speedup_planner"
+acc=(--omp --checkpoint "$D" --data sample --no-export --no-quantize --no-bench --no-report)
+for n in plan_at_shipped plan_3x plan_4x; do t acc_$n compress filter --config "$P/$n/plan.yaml" "${acc[@]}" --out acc_$n; done
+t acc_uniform16 compress filter --config "$P/uniform16_like_plan_at_shipped.yaml" "${acc[@]}" --out acc_uniform16
+t acc_shipped compress filter --config "$REPO/configs/vgg13_filter_0.40.yaml" "${acc[@]}" --out acc_shipped
