@@ -143,7 +143,7 @@ def run(args) -> dict:
                "measured_when_planned": made.measured_speedup if made else None,
                "measured": round(rows[name]["speedup_vs_dense"], 3), "ms": rows[name]["median_ms"],
                "iqr_ms": rows[name]["iqr_ms"], "macs": count_macs_params(m, spec)[0] / dense_macs,
-               "cost": made.attempts[[a["ms"] for a in made.attempts].index(made.measured_ms)]["cost"] if made else None,
+               "cost": made.cost if made else None,
                "filters_removed": planned_sparsity(model, "filter", made.ratios) if made else None}
         if made and name.startswith(("plan_", "exact_")) and name != "plan_at_shipped":
             row["within_10pct"] = abs(row["measured"] / made.target_speedup - 1) <= WITHIN

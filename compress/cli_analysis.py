@@ -206,3 +206,45 @@ class Report(Command):
             out.print(f"  figure: {f}")
         return 0
 
+
+@command
+class Compare(Command):
+    name = "compare"
+    help = "models scored on the same test images: accuracy with its 95% interval, and McNemar's paired test"
+
+    def add_arguments(self, p):
+        p.add_argument("models", type=Path, nargs="+", metavar="MODEL.pt",
+                       help="checkpoints of ours (dense, pruned, slim); the first is the reference")
+        add_data_args(p)
+
+    def run(self, args) -> int:
+        from rich.table import Table
+
+        from .checkpoint import load_checkpoint, model_from_checkpoint
+        from .env import resolve_device
+        from .errors import CompressError
+        from .stats import paired, sentence, wilson
+        from .train import correct_per_image
+
+        if len(args.models) < 2:
+            raise CompressError("compare needs at least two models", "e.g. compress compare A.pt B.pt")
+        device = resolve_device(args.device)
+        ckpts = [load_checkpoint(m) for m in args.models]
+        data = checkpoint_data(args, ckpts[0]).to(device)
+        prints = {c.get("meta", {}).get("dataset", {}).get("fingerprint") for c in ckpts} - {None}
+        if len(prints) > 1 and args.data == "auto":
+            raise CompressError("the models were trained on different datasets",
+                                "pass --data to score them all on the same test images")
+        right = [correct_per_image(model_from_checkpoint(c).to(device), data, device) for c in ckpts]
+        n = len(right[0])
+        t = Table(title=f"top-1 on {n} test images ({data.name})", title_justify="left")
+        for col in ("model", "accuracy", "95% interval (Wilson)"):
+            t.add_column(col, justify="left" if col == "model" else "right")
+        for path, r in zip(args.models, right):
+            lo, hi = wilson(sum(r), n)
+            t.add_row(path.name, f"{100 * sum(r) / n:.2f}%", f"{100 * lo:.1f} – {100 * hi:.1f}%")
+        out.print(t)
+        for path, r in zip(args.models[1:], right[1:]):
+            out.print(sentence(path.name, args.models[0].name, paired(r, right[0])), soft_wrap=True)
+        return 0
+

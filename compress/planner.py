@@ -97,9 +97,19 @@ class PlanRequest:
             raise CompressError(f"unknown cost {self.cost!r}", f"choose one of: {', '.join(COSTS)}")
         if self.search not in SEARCHES:
             raise CompressError(f"unknown search {self.search!r}", f"choose one of: {', '.join(SEARCHES)}")
-        from bench.runtimes import get_runtimes
+        from bench.runtimes import Context, Skipped, get_runtimes
 
-        get_runtimes([self.runtime])
+        from .env import resolve_device
+
+        runtime = get_runtimes([self.runtime])[0]
+        try:  # before any baseline is trained: a runtime that cannot run here is a plain error
+            runtime.check(Context(device=resolve_device(self.device), threads=1, workdir=Path(".")))
+            why = runtime.skip_batch(self.batch)
+        except Skipped as e:
+            why = str(e)
+        if why:
+            raise CompressError(f"runtime {self.runtime} cannot run here: {why}",
+                                "choose a runtime this machine has (ort-cpu and torch run on any CPU)")
 
     def describe(self) -> str:
         goal = f"{self.speedup:g}x faster than dense" if self.speedup else f"{self.latency_ms:g} ms per batch"
@@ -121,6 +131,7 @@ class Plan:
     table: dict
     macs: dict
     filter_sparsity: float
+    cost: float = 0.0  # the chosen widths' cost (--cost: loss increase, or scores)
     machine: dict = field(default_factory=dict)
 
     def summary(self) -> str:
@@ -329,7 +340,7 @@ def _plan(model, spec, request, curves, best, attempts, target, table_info) -> P
                 measured_ms=best["ms"], dense_ms=best["dense_ms"],
                 met=best["measured_speedup"] >= target * (1 - request.tolerance), attempts=attempts,
                 table=table_info, macs={"dense": count_macs_params(model, spec)[0], "plan": best["macs"]},
-                filter_sparsity=planned_sparsity(model, "filter", ratios), machine=machine())
+                filter_sparsity=planned_sparsity(model, "filter", ratios), cost=best["cost"], machine=machine())
 
 
 def _best(attempts: list[dict], target: float, tolerance: float) -> dict:

@@ -107,6 +107,22 @@ def evaluate(model: nn.Module, data: Dataset, device: torch.device | str | None 
     return 100.0 * correct.item() / n, loss_sum.item() / n
 
 
+@torch.no_grad()
+def correct_per_image(model: nn.Module, data: Dataset, device: torch.device | str | None = None,
+                      batch_size: int = 500, split: str = "test") -> list[bool]:
+    """Whether the model's top-1 prediction is right, image by image (for paired comparisons)."""
+    device = torch.device(device or next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    right: list[bool] = []
+    for xb, yb in eval_loader(data, batch_size, split, channels_last=device.type == "cuda"):
+        with autocast(device):
+            logits = model(xb.to(device))
+        right += (logits.argmax(1).cpu() == yb.cpu()).tolist()
+    model.train(was_training)
+    return right
+
+
 def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu",
           masks: dict[str, torch.Tensor] | None = None, label: str = "train",
           on_epoch: Callable[[int, dict], None] | None = None, show: bool = True) -> TrainResult:

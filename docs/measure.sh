@@ -50,5 +50,6 @@ t speedup2 compress filter --speedup 2 --omp --checkpoint "$D" --data sample --o
 P="$WORK/speedup_planner"
 acc=(--omp --checkpoint "$D" --data sample --no-export --no-quantize --no-bench --no-report)
 for n in plan_at_shipped plan_3x plan_4x; do t acc_$n compress filter --config "$P/$n/plan.yaml" "${acc[@]}" --out acc_$n; done
-t acc_uniform16 compress filter --config "$P/uniform16_like_plan_at_shipped.yaml" "${acc[@]}" --out acc_uniform16
+t acc_uniform16 compress filter --config "$P/uniform16_like_plan_at_shipped.yaml" "${acc[@]}" --out acc_uniform16_like_plan_at_shipped
 t acc_shipped compress filter --config "$REPO/configs/vgg13_filter_0.40.yaml" "${acc[@]}" --out acc_shipped
+t compare compress compare acc_shipped/Omp_filter_0.40_acc_74.93.pt acc_plan_at_shipped/Omp_filter_0.34_acc_74.63.pt acc_uniform16_like_plan_at_shipped/Omp_filter_0.35_acc_74.43.pt "$D"

@@ -209,8 +209,8 @@ def test_plan_picks_the_cheapest_widths_by_cost(conv_head_model, fake_clock, sma
     plan = make_plan(model, spec, small, PlanRequest(speedup=1.5, batch=2, round_to=8, cost="score",
                                                      search="exact"), show=False)
     assert plan.met
-    chosen = plan.attempts[[a["ms"] for a in plan.attempts].index(plan.measured_ms)]["cost"]
-    assert chosen >= 0
+    chosen = plan.cost
+    assert chosen >= 0 and chosen in [a["cost"] for a in plan.attempts]
     groups = filter_groups(model, spec.example_input())
     from compress.planner import score_costs
 
@@ -272,6 +272,9 @@ def test_plan_needs_a_target_and_speedup_excludes_ratio(tiny_dense, capsys, tmp_
     assert not (tmp_path / "r").exists()
     assert main(["plan", str(path), "--speedup", "2", "--runtime", "ort-gpu", "--out", str(tmp_path / "p")]) == 2
     assert "unknown runtime" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["plan", str(path), "--speedup", "2", "--runtime", "torch-bf16", "--out", str(tmp_path / "p")]) == 2
+        assert "cannot run here: no CUDA device" in capsys.readouterr().err
 
 
 def test_filter_speedup_runs_the_pipeline(tiny_dense, fake_clock, tmp_path, capsys, one_thread):
@@ -287,3 +290,31 @@ def test_filter_speedup_runs_the_pipeline(tiny_dense, fake_clock, tmp_path, caps
     assert manifest["ratio_source"].startswith("latency plan")
     assert "target 1.50x" in capsys.readouterr().out
     assert latency_table.cache_folder().is_dir()
+
+
+# --------------------------------------------------------------------------- statistics for comparisons
+def test_wilson_and_mcnemar_against_known_values():
+    from compress.stats import mcnemar_exact, paired, sentence, wilson
+
+    lo, hi = wilson(81, 100)  # Wilson 95% for 81/100, by hand: centre 0.79853, half-width 0.07632
+    assert lo == pytest.approx(0.7222, abs=2e-4) and hi == pytest.approx(0.8749, abs=2e-4)
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(1, 9) == pytest.approx(0.021484375)  # 2 * (1 + 10) / 1024
+    assert mcnemar_exact(5, 5) == 1.0
+    a = [True] * 60 + [False] * 40
+    b = [True] * 50 + [False] * 10 + [True] * 2 + [False] * 38
+    r = paired(a, b)
+    assert (r["only_a"], r["only_b"]) == (10, 2) and r["diff_points"] == pytest.approx(8.0)
+    assert r["p_value"] == pytest.approx(mcnemar_exact(10, 2)) and r["ci_points"][0] < 8 < r["ci_points"][1]
+    assert "not distinguishable" not in sentence("A", "B", r) and "A is better" in sentence("A", "B", r)
+    assert "not distinguishable on 100 images" in sentence("A", "B", paired(a, a))
+
+
+def test_compare_command(tiny_dense, capsys, one_thread):
+    _, path = tiny_dense
+    assert main(["compare", str(path), str(path), "--data", "sample"]) == 0
+    printed = capsys.readouterr().out
+    assert "95% interval (Wilson)" in printed and "+0.00 points" in printed and "not distinguishable on 1017" in printed
+    assert main(["compare", str(path)]) == 2
+    assert "at least two models" in capsys.readouterr().err
