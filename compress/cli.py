@@ -176,7 +176,8 @@ def add_plan_args(p, round_to_default: int | None = 16) -> None:
                    help="prune to X times the dense model's speed, measured on --runtime at --at-batch "
                         "(per-layer widths chosen from a measured latency table, then verified)")
     t.add_argument("--latency-ms", type=_arg_type(latency_value), default=None, metavar="MS",
-                   help="prune until one batch of --at-batch images takes at most MS milliseconds on --runtime")
+                   help="prune until one batch of --at-batch images takes at most MS milliseconds on --runtime "
+                        "(within --tolerance: measured times move by a few %% between runs)")
     p.add_argument("--runtime", default="ort-cpu",
                    help="where latency is measured: ort-cpu (default), torch (CPU or --device), torch-bf16 (CUDA), ...")
     p.add_argument("--at-batch", type=positive_int, default=64, metavar="N",
@@ -186,7 +187,8 @@ def add_plan_args(p, round_to_default: int | None = 16) -> None:
         p.add_argument("--round-to", type=positive_int, default=round_to_default, metavar="M",
                        help=f"kept widths are multiples of M (default {round_to_default})")
     p.add_argument("--tolerance", type=float, default=0.05,
-                   help="a measured speed-up within this fraction of the target is a hit (default 0.05)")
+                   help="a measured speed-up within this fraction of the target (or a time within this "
+                        "fraction above --latency-ms) is a hit (default 0.05)")
     p.add_argument("--cost", choices=("loss", "score"), default="loss",
                    help="what cutting a layer costs: loss (default: the training loss increase when that layer alone "
                         "is cut, on 512 training images) or score (the --criterion scores of the filters cut)")

@@ -210,7 +210,7 @@ class Report(Command):
 @command
 class Compare(Command):
     name = "compare"
-    help = "models scored on the same test images: accuracy with its 95% interval, and McNemar's paired test"
+    help = "models scored on the same test images: accuracy with its Wilson interval, and McNemar's paired test"
 
     def add_arguments(self, p):
         p.add_argument("models", type=Path, nargs="+", metavar="MODEL.pt",

@@ -126,7 +126,7 @@ class Plan:
     measured_speedup: float
     measured_ms: float
     dense_ms: float
-    met: bool  # measured >= target x (1 - tolerance)
+    met: bool  # the chosen attempt hit: speed-up >= target x (1 - tolerance), or ms <= budget x (1 + tolerance)
     attempts: list[dict]
     table: dict
     macs: dict
@@ -136,7 +136,9 @@ class Plan:
 
     def summary(self) -> str:
         verdict = "met" if self.met else "NOT met"
-        return (f"target {self.target_speedup:.2f}x, predicted {self.predicted_speedup:.2f}x, measured "
+        budget = self.request.get("latency_ms")
+        goal = f"{budget:g} ms (= {self.target_speedup:.2f}x)" if budget else f"{self.target_speedup:.2f}x"
+        return (f"target {goal}, predicted {self.predicted_speedup:.2f}x, measured "
                 f"{self.measured_speedup:.2f}x ({self.measured_ms:.1f} vs {self.dense_ms:.1f} ms dense): {verdict}")
 
 
@@ -284,9 +286,8 @@ def make_plan(model: nn.Module, spec: ModelSpec, data: Dataset | None, request: 
         latency = table.fit(layer_links(model, spec, groups))
         curves = curves_for(latency, groups, costs, request.round_to)
         attempts = _attempts(model, spec, groups, curves, latency, timer, request, show)
-    target = attempts[-1]["target"]
-    best = _best(attempts, target, request.tolerance)
-    return _plan(model, spec, request, curves, best, attempts, target,
+    best = _best(attempts)
+    return _plan(model, spec, request, curves, best, attempts, best["target"],
                  {"file": str(table_path), "cached": cached, "dense_ms": table.dense_ms, "seconds": table.seconds,
                   "key": table.key, "fit_rms_ms": round(latency.rms_ms, 3),
                   "layer_ms": {n: round(v, 3) for n, v in latency.ms.items()}})
@@ -312,7 +313,11 @@ def _attempts(model, spec, groups, curves, latency, timer, request: PlanRequest,
         if request.latency_ms is not None:  # the budget is in ms: the speed-up it needs is this run's
             target = dense_ms / request.latency_ms
         measured = dense_ms / ms
-        attempts.append({"goal": round(goal, 4), "target": round(target, 4), "feasible": feasible, "widths": widths,
+        # a hit: fast enough within the tolerance; a latency budget is judged in ms, not as a ratio
+        hit = (ms <= request.latency_ms * (1 + request.tolerance) if request.latency_ms is not None
+               else measured >= target * (1 - request.tolerance))
+        attempts.append({"goal": round(goal, 4), "target": round(target, 4), "hit": hit, "feasible": feasible,
+                         "widths": widths,
                          "predicted_speedup": round(predicted, 4), "measured_speedup": round(measured, 4),
                          "dense_ms": dense_ms, "ms": ms, "iqr_ms": rows[f"plan{k}"]["iqr_ms"],
                          "cost": round(choice.cost, 4), "macs": count_macs_params(slim_model, spec)[0]})
@@ -338,15 +343,14 @@ def _plan(model, spec, request, curves, best, attempts, target, table_info) -> P
     return Plan(request=asdict(request), groups=chosen, ratios=ratios, target_speedup=round(target, 4),
                 predicted_speedup=best["predicted_speedup"], measured_speedup=best["measured_speedup"],
                 measured_ms=best["ms"], dense_ms=best["dense_ms"],
-                met=best["measured_speedup"] >= target * (1 - request.tolerance), attempts=attempts,
+                met=best["hit"], attempts=attempts,
                 table=table_info, macs={"dense": count_macs_params(model, spec)[0], "plan": best["macs"]},
                 filter_sparsity=planned_sparsity(model, "filter", ratios), cost=best["cost"], machine=machine())
 
 
-def _best(attempts: list[dict], target: float, tolerance: float) -> dict:
-    """The attempt that meets the target (within tolerance) removing the least importance;
-    without one, the fastest."""
-    hits = [a for a in attempts if a["measured_speedup"] >= target * (1 - tolerance)]
+def _best(attempts: list[dict]) -> dict:
+    """The attempt that meets the target (within tolerance) at the least cost; without one, the fastest."""
+    hits = [a for a in attempts if a["hit"]]
     if hits:
         return min(hits, key=lambda a: a["cost"])
     return max(attempts, key=lambda a: a["measured_speedup"])

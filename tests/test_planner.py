@@ -318,3 +318,16 @@ def test_compare_command(tiny_dense, capsys, one_thread):
     assert "95% interval (Wilson)" in printed and "+0.00 points" in printed and "not distinguishable on 1017" in printed
     assert main(["compare", str(path)]) == 2
     assert "at least two models" in capsys.readouterr().err
+
+
+def test_latency_budget_is_judged_in_milliseconds(conv_head_model, fake_clock, small):
+    from compress.slim import count_macs_params
+
+    spec, model = conv_head_model
+    dense_ms = 0.1 + count_macs_params(model, spec)[0] / 1e6  # the fake clock's dense latency
+    budget = 0.6 * dense_ms
+    plan = make_plan(model, spec, small, PlanRequest(latency_ms=budget, batch=2, round_to=8, cost="score"),
+                     show=False)
+    assert plan.met and plan.measured_ms <= budget * 1.05
+    assert all(a["hit"] == (a["ms"] <= budget * 1.05) for a in plan.attempts)
+    assert f"{budget:g} ms" in plan.summary()
