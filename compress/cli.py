@@ -71,8 +71,9 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: cuda when available)")
 
 
-def add_train_args(p: argparse.ArgumentParser, epochs: int | None, lr: float | None) -> None:
-    g = p.add_argument_group("training")
+def add_train_args(p: argparse.ArgumentParser, epochs: int | None, lr: float | None,
+                   title: str = "training") -> None:
+    g = p.add_argument_group(title)
     g.add_argument("--epochs", type=positive_int, default=epochs,
                    help="epochs of the training set (default: the recipe's, see compress/presets.py)")
     g.add_argument("--lr", type=float, default=lr,
@@ -341,8 +342,7 @@ class _Prune(Command):
         d.add_argument("--dense-epochs", type=positive_int, default=None,
                        help="epochs for a baseline trained here (default from presets)")
         add_data_args(p)
-        add_train_args(p, epochs=None, lr=None)
-        p._action_groups[-1].title = "retraining (--epochs is the total over all rounds)"
+        add_train_args(p, epochs=None, lr=None, title="retraining (--epochs is the total over all rounds)")
         o = p.add_argument_group("output")
         o.add_argument("--out", type=Path, default=None, metavar="DIR",
                        help="run folder (default runs/MODEL_KIND_RATIO_SCHEDULE)")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, load_checkpoint
 from .errors import CompressError
 from .models.sources import label
 from .sparsity import DEFINITIONS
@@ -90,11 +90,11 @@ def load_run(path: Path, name: str | None = None, rel: str = "") -> RunData:
     ckpt_name = result.get("path") or (f"rounds/round_{rounds[-1]['round']}.pt" if rounds else None)
     if ckpt_name:
         try:
-            run.result = torch.load(path / ckpt_name, map_location="cpu", weights_only=True)
+            run.result = load_checkpoint(path / ckpt_name)
             if not result.get("path"):
                 run.problems.append(f"the run is unfinished; its mask figure shows the last round (`{ckpt_name}`)")
         except Exception as e:  # a missing or damaged result only costs its figures
-            run.problems.append(f"`{ckpt_name}` could not be loaded ({type(e).__name__}); no mask figure")
+            run.problems.append(f"`{ckpt_name}` could not be loaded ({type(e).__name__}: {e}); no mask figure")
     return run
 
 

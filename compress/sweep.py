@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from .checkpoint import atomic_write, check_fits_data, check_writable, load_state, model_from_checkpoint
+from .train import TrainConfig, autocast, train
 from .console import progress
 from .criteria import CRITERIA, scores_for
 from .data import Dataset, Loader, eval_loader
@@ -183,8 +184,6 @@ class Evaluator:
 
     @torch.no_grad()
     def accuracy(self, model: nn.Module) -> float:
-        from .train import autocast
-
         net = fold_batchnorm(model).to(memory_format=torch.channels_last)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         for xb, yb in self.batches:
@@ -475,7 +474,6 @@ def run_sweep(ckpt: dict, data: Dataset, opts: SweepOptions, out_dir: Path, *, d
               source: str = "", show: bool = True, force: bool = False, command: list[str] | None = None) -> SweepResult:
     """Sweep a dense checkpoint; writes sweep.csv/json/png and tradeoff_layers.json/png to `out_dir`."""
     from .env import machine
-    from .train import TrainConfig, train
 
     opts.validate()
     grid = opts.grid()

@@ -3,9 +3,9 @@
 Recipe (torchvision references + "Bag of Tricks"): SGD with Nesterov momentum, label
 smoothing, linear warm-up then cosine (or one-cycle) decay per step, weight decay only on
 conv/linear weights (not BatchNorm or biases). On CUDA: bf16 autocast and channels_last.
-Masking is a hook: with `masks`, pruned gradients are zeroed before each step (so momentum
-never accumulates for them) and pruned weights are re-zeroed after it (so nothing, weight
-decay included, can bring them back).
+Masking is a hook: with `masks`, pruned weights are zeroed once before training and pruned
+gradients before each step. With the loop's fresh SGD that keeps them exactly zero (momentum
+and weight decay only ever add zeros: see `MaskEnforcer`); `check()` asserts it every epoch.
 """
 from __future__ import annotations
 

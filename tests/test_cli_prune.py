@@ -29,7 +29,7 @@ def test_filter_imp_end_to_end(tmp_path, capsys):
     ckpt = torch.load(result, weights_only=True)
     assert ckpt["kind"] == "pruned" and ckpt["meta"]["method"] == "imp"
     assert "sparsity of Imp_filter_0.40" in out and "artifacts" in out
-    # the same command again is refused; --resume finds it complete and redoes nothing
+    # the same command again, without --resume or --force, is refused and changes nothing
     assert main(["filter", "--ratio", "0.4", "--imp", "3", "--epochs", "3", "--out", str(run), *TINY]) == 2
     assert "already exists" in capsys.readouterr().err
 

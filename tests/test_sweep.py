@@ -163,9 +163,24 @@ def test_sweep_writes_curve_tradeoff_and_layers(dense, small, tmp_path):
 def test_filter_sweep_with_synflow_and_finetune(dense, small, tmp_path, monkeypatch):
     ckpt, _ = dense
     monkeypatch.setattr("compress.sweep.SYNFLOW_ITERATIONS", 10)
+    import compress.sweep as sweep_module
+
+    calls, real_train = [], sweep_module.train
+
+    def spy(model, data, cfg, **kwargs):  # the fine-tune must run, masked, and change the weights
+        before = [p.detach().clone() for p in model.parameters()]
+        result = real_train(model, data, cfg, **kwargs)
+        changed = any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+        calls.append({"masked": kwargs.get("masks") is not None, "changed": changed,
+                      "images": data.train_x.shape[0], "epochs": cfg.epochs})
+        return result
+
+    monkeypatch.setattr("compress.sweep.train", spy)
     opts = SweepOptions(kind="filter", start=0.1, stop=0.5, step=0.2, criteria=("synflow",), finetune_steps=1,
                         recalibrate_bn=1, allocation="uniform", tolerance=100.0)
     run_sweep(ckpt, small, opts, tmp_path, device=CPU, show=False)
+    assert len(calls) == 3  # one fine-tune per point
+    assert all(c["masked"] and c["changed"] and c["images"] == 128 and c["epochs"] == 1 for c in calls)
     rows = _rows(tmp_path / "sweep.csv")
     assert [float(r["target"]) for r in rows] == [0.1, 0.3, 0.5]
     assert all(0 <= float(r["acc_oneshot"]) <= 100 for r in rows)
