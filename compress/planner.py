@@ -14,6 +14,7 @@ ordinary ratio file with the numbers in its comments.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -162,14 +163,46 @@ def score_costs(model: nn.Module, groups: list[FilterGroup], scores) -> dict[str
 
 
 def loss_costs(model: nn.Module, spec: ModelSpec, groups: list[FilterGroup], scores, data: Dataset,
-               widths: dict[str, list[int]], show: bool = True) -> dict[str, Callable[[int], float]]:
+               widths: dict[str, list[int]], criterion: str = "magnitude",
+               show: bool = True) -> dict[str, Callable[[int], float]]:
     """Per group, width -> increase of the cross-entropy loss on LOSS_IMAGES training images
     when that group alone is cut to the width (one-shot, the criterion's lowest filters),
     measured at `widths` and interpolated between them (0 at full width, never smaller for a
-    narrower width). A one-layer-at-a-time sensitivity scan (Li et al. 2017, section 4.2)."""
+    narrower width). A one-layer-at-a-time sensitivity scan (Li et al. 2017, section 4.2).
+    Cached beside the latency tables, keyed by the weights, data, criterion and widths."""
+    from .sensitivity import interpolate
+
+    path = _loss_cache_file(model, data, criterion, widths)
+    curves = _read_curves(path)
+    if curves is None:
+        curves = _measure_loss_curves(model, spec, groups, scores, data, widths, show)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(curves)))
+    return {root: (lambda w, xs=xs, ys=ys: interpolate(xs, ys, w)) for root, (xs, ys) in curves.items()}
+
+
+def _loss_cache_file(model: nn.Module, data: Dataset, criterion: str, widths: dict[str, list[int]]) -> Path:
+    from bench.latency_table import cache_folder
+
+    digest = hashlib.sha1()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    key = json.dumps({"weights": digest.hexdigest(), "data": data.fingerprint, "criterion": criterion,
+                      "widths": widths, "images": LOSS_IMAGES}, sort_keys=True)
+    return cache_folder() / f"loss_cost_{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
+
+
+def _read_curves(path: Path) -> dict | None:
+    try:
+        return {root: (list(xs), list(ys)) for root, (xs, ys) in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, TypeError):
+        return None  # absent or damaged: measure again
+
+
+def _measure_loss_curves(model, spec, groups, scores, data, widths, show) -> dict[str, tuple[list, list]]:
     from .data import Loader
     from .masks import apply_masks, filter_masks
-    from .sensitivity import interpolate
 
     gen = torch.Generator().manual_seed(0)
     idx = torch.randperm(data.train_x.shape[0], generator=gen)[:LOSS_IMAGES].to(data.train_x.device)
@@ -183,7 +216,7 @@ def loss_costs(model: nn.Module, spec: ModelSpec, groups: list[FilterGroup], sco
 
     base = loss(model)
     example = spec.example_input()
-    costs = {}
+    curves = {}
     with progress(transient=True, show=show) as bar:
         task = bar.add_task("loss cost", total=sum(len(w) for w in widths.values()), status="")
         for g in groups:
@@ -198,9 +231,8 @@ def loss_costs(model: nn.Module, spec: ModelSpec, groups: list[FilterGroup], sco
                 xs.append(w)
                 ys.append(max(ys[-1], loss(masked) - base))  # cutting more never helps (noise aside)
                 bar.advance(task)
-            xs, ys = xs[::-1], ys[::-1]
-            costs[g.root] = lambda w, xs=xs, ys=ys: interpolate(xs, ys, w)
-    return costs
+            curves[g.root] = (xs[::-1], ys[::-1])
+    return curves
 
 
 def curves_for(latency, groups: list[FilterGroup], costs: dict[str, Callable[[int], float]],
@@ -278,7 +310,7 @@ def make_plan(model: nn.Module, spec: ModelSpec, data: Dataset | None, request: 
             costs = reuse[key]
         elif request.cost == "loss":
             widths = {r: g["widths"] for r, g in table.groups.items()}
-            costs = loss_costs(model, spec, groups, scores, data, widths, show=show)
+            costs = loss_costs(model, spec, groups, scores, data, widths, request.criterion, show=show)
         else:
             costs = score_costs(model, groups, scores)
         if reuse is not None:

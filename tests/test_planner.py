@@ -331,3 +331,21 @@ def test_latency_budget_is_judged_in_milliseconds(conv_head_model, fake_clock, s
     assert plan.met and plan.measured_ms <= budget * 1.05
     assert all(a["hit"] == (a["ms"] <= budget * 1.05) for a in plan.attempts)
     assert f"{budget:g} ms" in plan.summary()
+
+
+def test_loss_costs_are_cached(conv_head_model, small, monkeypatch):
+    from compress import planner
+
+    spec, model = conv_head_model
+    groups = filter_groups(model, spec.example_input())
+    widths = {g.root: measured_widths(g, 8) for g in groups if measured_widths(g, 8)}
+    first = planner.loss_costs(model, spec, groups, None, small, widths, show=False)
+    assert all(first[r](g.channels) == 0.0 for g in groups for r in [g.root] if r in widths)
+    monkeypatch.setattr(planner, "_measure_loss_curves", lambda *a, **k: pytest.fail("measured again"))
+    again = planner.loss_costs(model, spec, groups, None, small, widths, show=False)
+    for r, ws in widths.items():
+        assert [again[r](w) for w in ws] == pytest.approx([first[r](w) for w in ws])
+    with torch.no_grad():  # other weights: another cache entry
+        next(model.parameters()).add_(1.0)
+    monkeypatch.undo()
+    planner.loss_costs(model, spec, groups, None, small, widths, show=False)
