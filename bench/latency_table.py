@@ -9,8 +9,8 @@ Predicting a mix of widths from these single cuts: simply adding the savings cou
 layer that sits between two cut groups (its MACs shrink with the product of both widths). So
 the table is turned into a per-layer model (`LayerModel`): each conv/linear layer's cost at full
 width, fitted to the measurements, shrinking with its kept MAC fraction. Measured on VGG13
-(ort-cpu, batch 64, 2 threads, 8 random width mixes, `python -m bench.speedup_planner` plans):
-the layer model's speed-up is within 1-3% of the measured one, the additive sum 10-60% too
+(ort-cpu, batch 64, 2 threads, 8 random width mixes, `python -m bench.speedup_planner --predictor-only`):
+the layer model's speed-up is within -0.8..+3.2% of the measured one, the additive sum 10-62% too
 optimistic. Whole-network measurements (rather than timing each layer as a block) keep what a
 block cannot see (the runtime's fusions, memory traffic between layers, per-call overhead) and
 need nothing but the model and the runtime, so they work for any model the user brings.
@@ -132,7 +132,8 @@ class LayerModel:
     costs that MACs alone would not predict (memory-bound early layers, tiny late ones,
     per-call overhead that no width changes) come from the runtime itself.
     Measured on VGG13 (ort-cpu, batch 64, 2 threads), 8 random width mixes: this model's
-    speed-up within 2-5% of the measured one, the additive table 10-60% too optimistic.
+    speed-up within -0.8..+3.2% of the measured one, the additive table 10-62% too optimistic
+    (`python -m bench.speedup_planner --predictor-only`).
     """
 
     dense_ms: float
@@ -216,19 +217,26 @@ def layer_links(model: nn.Module, spec: ModelSpec, groups: list[FilterGroup]) ->
     return links
 
 
-def narrowed(model: nn.Module, spec: ModelSpec, groups: list[FilterGroup], widths: dict[str, int]) -> nn.Module:
-    """A slim copy of `model` with each named group cut to the given width (lowest-L2 filters
-    removed: latency depends on widths, not on which filters go)."""
-    by_root = {g.root: g for g in groups}
-    ratios = {f"{c}.weight": (by_root[r].channels - w) / by_root[r].channels
-              for r, w in widths.items() if w < by_root[r].channels for c in by_root[r].convs}
+def slim_copy(model: nn.Module, spec: ModelSpec, ratios: dict[str, float],
+              groups: list[FilterGroup] | None = None) -> nn.Module:
+    """A slim copy of `model` with the given filter ratios applied (lowest-L2 filters removed)
+    and the removed channels cut out; `groups`: the model's filter groups when known."""
     masked = copy.deepcopy(model).cpu().eval()
     if not ratios:
         return masked
     example = spec.example_input()
+    groups = groups if groups is not None else filter_groups(masked, example)
     apply_masks(masked, filter_masks(masked, ratios, example, groups=groups))
-    slim_model, _, _ = remove_channels(masked, example, groups=groups)
-    return slim_model.eval()
+    return remove_channels(masked, example, groups=groups)[0].eval()
+
+
+def narrowed(model: nn.Module, spec: ModelSpec, groups: list[FilterGroup], widths: dict[str, int]) -> nn.Module:
+    """A slim copy of `model` with each named group cut to the given width (latency depends on
+    widths, not on which filters go)."""
+    by_root = {g.root: g for g in groups}
+    ratios = {f"{c}.weight": (by_root[r].channels - w) / by_root[r].channels
+              for r, w in widths.items() if w < by_root[r].channels for c in by_root[r].convs}
+    return slim_copy(model, spec, ratios, groups)
 
 
 class SideBySide:

@@ -10,7 +10,9 @@ On the trained VGG13 baseline of the bundled sample (the cached one; trained fir
 2. the shipped 40% ratio file's measured speed-up, and a plan for that same speed-up;
 3. for every plan, uniform widths with the same MACs: the same ratio for every layer, kept
    widths unrounded (as most tools do) and rounded to multiples of 16;
-4. one final interleaved run of all of them against dense: the speed-ups reported.
+4. one final interleaved run of all of them against dense: the speed-ups reported;
+5. the predictor check: random width mixes measured against dense beside the added-up table
+   and the fitted per-layer model (`--predictor-only` runs just this).
 Targets (issue 13), ONNX Runtime CPU, batch 64, 2 threads: 2x, 3x and 4x each met within 10%
 by the final measured speed-up; at equal MACs the planned widths run faster than uniform ones.
 Accuracy after retraining needs training: the script prints the commands (README has results).
@@ -18,7 +20,6 @@ Accuracy after retraining needs training: the script prints the commands (README
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from pathlib import Path
@@ -28,24 +29,16 @@ import torch
 from compress.checkpoint import load_checkpoint, model_from_checkpoint
 from compress.console import err, out
 from compress.errors import CompressError
-from compress.masks import apply_masks, filter_groups, filter_masks
 from compress.models import ModelSpec
 from compress.planner import PlanRequest, make_plan, write_plan
 from compress.presets import config_dir
 from compress.ratios import allocate, planned_sparsity, read_ratio_file, round_to_multiple, write_ratio_file
-from compress.slim import count_macs_params, remove_channels
+from compress.slim import count_macs_params
 
-from .latency_table import SideBySide
+from .latency_table import SideBySide, slim_copy
 
 SHIPPED = config_dir() / "vgg13_filter_0.40.yaml"
 WITHIN = 0.10
-
-
-def slim_for(model: torch.nn.Module, spec: ModelSpec, ratios: dict[str, float]) -> torch.nn.Module:
-    masked = copy.deepcopy(model).eval()
-    example = spec.example_input()
-    apply_masks(masked, filter_masks(masked, ratios, example, groups=filter_groups(masked, example)))
-    return remove_channels(masked, example)[0].eval()
 
 
 def uniform_like(model, spec, macs: int, round_to: int = 0) -> tuple[dict[str, float], torch.nn.Module]:
@@ -58,12 +51,43 @@ def uniform_like(model, spec, macs: int, round_to: int = 0) -> tuple[dict[str, f
         ratios = allocate(model, "filter", mid, "uniform")
         if round_to:
             ratios = round_to_multiple(model, ratios, round_to, mid)
-        slim_model = slim_for(model, spec, ratios)
+        slim_model = slim_copy(model, spec, ratios)
         have = count_macs_params(slim_model, spec)[0]
         if best is None or abs(have - macs) < best[0]:
             best = (abs(have - macs), ratios, slim_model)
         lo, hi = (mid, hi) if have > macs else (lo, mid)
     return best[1], best[2]
+
+
+def predictor_check(model, spec: ModelSpec, args, mixes: int) -> list[dict]:
+    """Random mixes of candidate widths, measured against dense, beside the two predictions: the
+    table's single-group savings added up, and the fitted per-layer model (`LayerModel`)."""
+    import random
+
+    from compress.masks import filter_groups
+
+    from .latency_table import build_table, candidate_widths, layer_links, narrowed
+
+    groups = filter_groups(model, spec.example_input())
+    rng = random.Random(0)
+    mixes_widths = {}
+    for i in range(mixes):
+        low = rng.uniform(0.3, 0.9)  # each mix keeps roughly this fraction, or more, per group
+        mixes_widths[f"mix{i}"] = {g.root: rng.choice([w for w in candidate_widths(g, 16) if w >= 0.7 * low * g.channels]
+                                                      or [g.channels]) for g in groups}
+    with SideBySide(spec, args.runtime, args.batch, threads=args.threads) as timer:
+        table = build_table(model, spec, timer)[0]
+        latency = table.fit(layer_links(model, spec, groups))
+        rows = timer.time({"dense": model, **{k: narrowed(model, spec, groups, w) for k, w in mixes_widths.items()}},
+                          budget_s=args.budget)
+    result = [{"mix": k, "additive": table.dense_ms / table.predict_ms(w),
+               "layer_model": latency.dense_ms / latency.predict_ms(w), "measured": rows[k]["speedup_vs_dense"]}
+              for k, w in mixes_widths.items()]
+    for r in result:
+        out.print(f"{r['mix']}: measured {r['measured']:.2f}x; predicted by the layer model {r['layer_model']:.2f}x "
+                  f"({100 * (r['layer_model'] / r['measured'] - 1):+.1f}%), by the added table "
+                  f"{r['additive']:.2f}x ({100 * (r['additive'] / r['measured'] - 1):+.1f}%)")
+    return result
 
 
 def dense_checkpoint(path: Path | None) -> dict:
@@ -86,16 +110,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--budget", type=float, default=2.0, help="timed seconds per model in the final run (default 2)")
+    p.add_argument("--mixes", type=int, default=8, help="random width mixes for the predictor check (default 8)")
+    p.add_argument("--predictor-only", action="store_true", help="only the predictor check (step 5)")
     p.add_argument("--out", type=Path, default=Path("bench_results/speedup_planner"))
     args = p.parse_args(argv)
     try:
-        report = run(args)
+        if args.predictor_only:
+            ckpt = dense_checkpoint(args.checkpoint)
+            model = model_from_checkpoint(ckpt).cpu().eval()
+            report = {"predictor": predictor_check(model, ModelSpec.from_dict(ckpt["model"]), args, args.mixes)}
+        else:
+            report = run(args)
     except CompressError as e:
         err.print(f"[bold red]error:[/bold red] {e}")
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "speedup_planner.json").write_text(json.dumps(report, indent=1))
-    out.print(f"wrote {args.out}/speedup_planner.json and the plans' ratio files")
+    name = "predictor_check.json" if args.predictor_only else "speedup_planner.json"
+    (args.out / name).write_text(json.dumps(report, indent=1))
+    out.print(f"wrote {args.out}/{name}")
     return 0
 
 
@@ -114,14 +146,14 @@ def run(args) -> dict:
         made = make_plan(model, spec, data, PlanRequest(speedup=speedup, search=search, **base), reuse=reuse)
         write_plan(made, args.out / name, spec.describe(), force=True)
         plans[name] = made
-        variants[name] = slim_for(model, spec, made.ratios)
+        variants[name] = slim_copy(model, spec, made.ratios)
 
     targets = [float(t) for t in args.targets.split(",")]
     for t in targets:
         plan(f"plan_{t:g}x", t)
         plan(f"exact_{t:g}x", t, "exact")
     shipped = read_ratio_file(SHIPPED, model, "filter")
-    variants["shipped"] = slim_for(model, spec, shipped)
+    variants["shipped"] = slim_copy(model, spec, shipped)
     with SideBySide(spec, args.runtime, args.batch, threads=args.threads) as timer:
         ship_speedup = timer.time({"dense": model, "shipped": variants["shipped"]}, budget_s=3.0)["shipped"]["speedup_vs_dense"]
     plan("plan_at_shipped", round(ship_speedup, 2))
@@ -153,6 +185,7 @@ def run(args) -> dict:
 
     return {"machine": machine(), "runtime": args.runtime, "batch": args.batch, "threads": threads,
             "shipped_speedup_measured_first": ship_speedup, "rows": table,
+            "predictor": predictor_check(model, spec, args, args.mixes),
             "plans": {n: str(args.out / n / "plan.yaml") for n in plans}}
 
 

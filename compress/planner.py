@@ -17,7 +17,7 @@ import copy
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -34,16 +34,21 @@ from .masks import FilterGroup, filter_groups, group_score
 from .models import ModelSpec
 from .ratios import check_ratios, planned_sparsity
 from .slim import count_macs_params
+from .train import evaluate
 
 PLAN_FILE, PLAN_JSON = "plan.yaml", "plan.json"
 
 
+def _number(text: str, flag: str, example: str) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise CompressError(f"{flag} {text!r} is not a number", example) from None
+
+
 def speedup_value(text: str) -> float:
     """`--speedup`: a finite number > 1 (argparse type)."""
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise CompressError(f"--speedup {text!r} is not a number", "e.g. --speedup 2.5 (2.5x faster than dense)") from None
+    value = _number(text, "--speedup", "e.g. --speedup 2.5 (2.5x faster than dense)")
     if not math.isfinite(value) or value <= 1:
         raise CompressError(f"--speedup {text} must be a number > 1 (a speed-up over the dense model)",
                             "e.g. --speedup 2.5; for a time budget use --latency-ms")
@@ -51,10 +56,8 @@ def speedup_value(text: str) -> float:
 
 
 def latency_value(text: str) -> float:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        raise CompressError(f"--latency-ms {text!r} is not a number", "e.g. --latency-ms 30") from None
+    """`--latency-ms`: a finite number > 0 (argparse type)."""
+    value = _number(text, "--latency-ms", "e.g. --latency-ms 30")
     if not math.isfinite(value) or value <= 0:
         raise CompressError(f"--latency-ms {text} must be a positive number of milliseconds", "e.g. --latency-ms 30")
     return value
@@ -201,18 +204,14 @@ def _read_curves(path: Path) -> dict | None:
 
 
 def _measure_loss_curves(model, spec, groups, scores, data, widths, show) -> dict[str, tuple[list, list]]:
-    from .data import Loader
     from .masks import apply_masks, filter_masks
 
     gen = torch.Generator().manual_seed(0)
     idx = torch.randperm(data.train_x.shape[0], generator=gen)[:LOSS_IMAGES].to(data.train_x.device)
-    batches = [(x.cpu(), y.cpu()) for x, y in Loader(data.train_x[idx], data.train_y[idx], 256, mean=data.mean,
-                                                      std=data.std)]
+    subset = replace(data, train_x=data.train_x[idx].cpu(), train_y=data.train_y[idx].cpu())
 
-    @torch.no_grad()
     def loss(net: nn.Module) -> float:
-        net.eval()
-        return sum(nn.functional.cross_entropy(net(x), y, reduction="sum").item() for x, y in batches) / LOSS_IMAGES
+        return evaluate(net, subset, "cpu", batch_size=256, split="train")[1]
 
     base = loss(model)
     example = spec.example_input()
@@ -420,6 +419,15 @@ def ratio_file_text(plan: Plan, model_label: str) -> str:
     return "".join(lines)
 
 
+def final_speedup(plan: dict, bench: dict | None) -> tuple[float, str] | None:
+    """The result model's speed-up in a run's benchmark (bench.json) at the plan's runtime and
+    batch size, and the model's name; None when the benchmark has no such row."""
+    rows = [r for r in (bench or {}).get("results", [])
+            if r["runtime"] == plan["runtime"] and r["batch_size"] == plan["batch"] and r["status"] == "ok"
+            and r["model"] != "dense" and r.get("speedup_vs_dense")]
+    return (rows[-1]["speedup_vs_dense"], rows[-1]["model"]) if rows else None
+
+
 def bench_check(manifest: dict, run_dir: Path) -> str | None:
     """Target, predicted and measured speed-up side by side: the plan's own measurement and
     the run's final benchmark of the retrained slim model (same runtime and batch size)."""
@@ -429,11 +437,7 @@ def bench_check(manifest: dict, run_dir: Path) -> str | None:
     line = (f"speed-up on {plan['runtime']}, batch {plan['batch']}: target {plan['target_speedup']:.2f}x, "
             f"predicted {plan['predicted_speedup']:.2f}x, measured when planned {plan['measured_speedup']:.2f}x")
     bench = Path(run_dir) / "bench" / "bench.json"
-    if bench.is_file():
-        rows = [r for r in json.loads(bench.read_text())["results"]
-                if r["runtime"] == plan["runtime"] and r["batch_size"] == plan["batch"] and r["status"] == "ok"
-                and r["model"] != "dense" and r.get("speedup_vs_dense")]
-        if rows:
-            line += f", measured in the final benchmark {rows[-1]['speedup_vs_dense']:.2f}x ({rows[-1]['model']})"
+    final = final_speedup(plan, json.loads(bench.read_text()) if bench.is_file() else None)
+    if final:
+        line += f", measured in the final benchmark {final[0]:.2f}x ({final[1]})"
     return line
-

@@ -17,6 +17,7 @@ import torch
 from .checkpoint import atomic_write, load_checkpoint
 from .errors import CompressError
 from .models.sources import label
+from .planner import final_speedup
 from .sparsity import DEFINITIONS
 
 SUITE_ORDER = ("omp_unstructured", "imp_unstructured", "omp_filter", "imp_filter")
@@ -599,15 +600,13 @@ def _plan_section(runs: list[RunData]) -> list[str]:
         plan = run.manifest.get("plan")
         if not plan:
             continue
-        final = next((r["speedup_vs_dense"] for r in (run.bench or {}).get("results", [])
-                      if r["runtime"] == plan["runtime"] and r["batch_size"] == plan["batch"]
-                      and r["status"] == "ok" and r["model"] != "dense" and r.get("speedup_vs_dense")), None)
+        final = final_speedup(plan, run.bench)
         files = ", ".join(f"`{_link(run.rel, f)}`" for f in plan.get("files", []))
         out += [f"Layer ratios chosen for a speed-up measured on {plan['runtime']} at batch {plan['batch']} "
                 f"(`--speedup`; the plan: {files}):", "",
                 _table(["target", "predicted (latency model)", "measured when planned", "measured in this run's benchmark"],
                        [[f"{plan['target_speedup']:.2f}×", f"{plan['predicted_speedup']:.2f}×",
-                         f"{plan['measured_speedup']:.2f}×", f"{final:.2f}×" if final else "not measured"]], "rrrr"), ""]
+                         f"{plan['measured_speedup']:.2f}×", f"{final[0]:.2f}×" if final else "not measured"]], "rrrr"), ""]
     return (["## Speed-up target", ""] + out) if out else []
 
 

@@ -87,23 +87,31 @@ def autocast(device: torch.device):
 
 
 @torch.no_grad()
+def _predictions(model: nn.Module, data: Dataset, device: torch.device, batch_size: int, split: str):
+    """(logits, labels) batch by batch over a split, the model in eval mode (restored after)."""
+    was_training = model.training
+    model.eval()
+    try:
+        for xb, yb in eval_loader(data, batch_size, split, channels_last=device.type == "cuda"):
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            with autocast(device):
+                yield model(xb), yb
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset, device: torch.device | str | None = None,
              batch_size: int = 500, split: str = "test") -> tuple[float, float]:
     """Top-1 accuracy (%) and mean cross-entropy on a split."""
     device = torch.device(device or next(model.parameters()).device)
-    was_training = model.training
-    model.eval()
     correct = torch.zeros((), device=device)
     loss_sum = torch.zeros((), device=device)
     n = 0
-    for xb, yb in eval_loader(data, batch_size, split, channels_last=device.type == "cuda"):
-        xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-        with autocast(device):
-            logits = model(xb)
+    for logits, yb in _predictions(model, data, device, batch_size, split):
         loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum")
         correct += (logits.argmax(1) == yb).sum()
         n += yb.numel()
-    model.train(was_training)
     return 100.0 * correct.item() / n, loss_sum.item() / n
 
 
@@ -112,14 +120,9 @@ def correct_per_image(model: nn.Module, data: Dataset, device: torch.device | st
                       batch_size: int = 500, split: str = "test") -> list[bool]:
     """Whether the model's top-1 prediction is right, image by image (for paired comparisons)."""
     device = torch.device(device or next(model.parameters()).device)
-    was_training = model.training
-    model.eval()
     right: list[bool] = []
-    for xb, yb in eval_loader(data, batch_size, split, channels_last=device.type == "cuda"):
-        with autocast(device):
-            logits = model(xb.to(device))
-        right += (logits.argmax(1).cpu() == yb.cpu()).tolist()
-    model.train(was_training)
+    for logits, yb in _predictions(model, data, device, batch_size, split):
+        right += (logits.argmax(1) == yb).cpu().tolist()
     return right
 
 
