@@ -285,9 +285,11 @@ def table_key(model: nn.Module, spec: ModelSpec, runtime: str, batch: int, threa
             "versions": {k: v for k, v in versions().items() if k in ("torch", "onnxruntime", "torch_pruning")}}
 
 
-def cache_file(key: dict) -> Path:
+def cache_file(key: dict, label: str) -> Path:
+    """The table's file in the cache folder; `label` (ModelSpec.label: 'vgg13', 'my_vgg.vgg13') names it,
+    never a user's source path, which would point outside the cache."""
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    return cache_folder() / f"{key['model'].get('name', 'model')}_{key['runtime']}_b{key['batch']}_t{key['threads']}_{digest}.json"
+    return cache_folder() / f"{label}_{key['runtime']}_b{key['batch']}_t{key['threads']}_{digest}.json"
 
 
 def build_table(model: nn.Module, spec: ModelSpec, timer: SideBySide, *, round_to: int = 16,
@@ -297,7 +299,7 @@ def build_table(model: nn.Module, spec: ModelSpec, timer: SideBySide, *, round_t
     model = model.cpu().eval()
     key = table_key(model, spec, timer.settings.runtimes[0], timer.settings.batch_sizes[0], timer.threads,
                      round_to, timer.settings.device)
-    path = cache_file(key)
+    path = cache_file(key, spec.label)
     if use_cache and path.is_file():
         try:
             table = LatencyTable.from_dict(json.loads(path.read_text()))

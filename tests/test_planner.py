@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,7 +33,7 @@ def test_table_shape_and_cache(tiny_dense, monkeypatch, one_thread):
     groups = filter_groups(model, spec.example_input())
     with SideBySide(spec, "torch", 2, threads=1, budget_s=0.01, show=False) as timer:
         table, path, cached = build_table(model, spec, timer, round_to=4)
-    assert not cached and path.is_file() and table.dense_ms > 0
+    assert not cached and path.is_file() and table.dense_ms > 0 and path.parent == latency_table.cache_folder()
     narrowable = [g for g in groups if measured_widths(g, 4)]
     assert set(table.groups) == {g.root for g in narrowable}
     for g in narrowable:
@@ -189,6 +190,9 @@ def fake_clock(monkeypatch):
 def test_plan_meets_target_respects_coupling_and_the_logits_conv(conv_head_model, fake_clock, small, tmp_path):
     spec, model = conv_head_model
     plan = make_plan(model, spec, small, PlanRequest(speedup=1.6, batch=2, round_to=8), show=False)
+    # a model from a user's file: its table and loss costs are cached in the cache folder, not beside the file
+    assert Path(plan.table["file"]).parent == latency_table.cache_folder()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["convhead.py"]
     assert plan.met and plan.measured_speedup >= 1.6 * 0.95
     assert "head.weight" not in plan.ratios  # produces the logits: never filter-pruned
     residual = {"stem.0.weight", "block1.conv2.weight", "block2.conv2.weight"}
