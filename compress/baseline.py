@@ -83,7 +83,7 @@ def train_baseline(spec: ModelSpec, data: Dataset, cfg: TrainConfig, out: Path, 
 
     def on_epoch(epoch: int, record: dict) -> None:
         history.append(record)
-        if "test_acc" not in record:  # evaluate at checkpoints only when eval_every skipped it
+        if "val_acc" not in record and "test_acc" not in record:  # checkpoints only at evaluated epochs
             return
         if epoch == rewind_epoch:
             save_checkpoint(rewind_path(out), payload(epoch, record, complete=False) | {"kind": "dense-rewind"})
@@ -98,6 +98,8 @@ def train_baseline(spec: ModelSpec, data: Dataset, cfg: TrainConfig, out: Path, 
         raise CompressError(e.message, f"lower --lr; {kept}") from None
     final = payload(cfg.epochs, history[-1], complete=True)
     final["meta"]["accuracy"] = round(result.test_acc, 2)
+    if data.has_val:
+        final["meta"]["val_accuracy"] = round(result.val_acc, 2)
     final["meta"]["train_seconds"] = round(result.seconds, 1)
     final["meta"]["images_per_s"] = round(result.images_per_s, 1)
     save_checkpoint(out, final)

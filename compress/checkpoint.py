@@ -160,6 +160,33 @@ def with_contract(data, ckpt: dict):
     return data.normalised(ds.get("mean"), ds.get("std"))
 
 
+def split_for(data, ckpt: dict | None, requested: float | None):
+    """The data with the validation split its model was trained beside.
+
+    A checkpoint of ours records its split: the same images are held out again (`0`: none), so
+    validation never holds an image the model trained on. Imported weights and new training take
+    `requested` (--val-split; None: auto). A checkpoint from before validation splits trained on
+    every training image: no split, and choices fall back to the test split (said). Data whose
+    split is already decided (a suite's later runs) is returned as it is.
+    """
+    from .data import with_validation
+
+    if "val_split" in data.extra:
+        return data
+    meta = (ckpt or {}).get("meta", {})
+    recorded = meta.get("dataset") if ckpt is not None and "imported" not in meta else None
+    if recorded is None:
+        return with_validation(data, requested)
+    if "val_split" in recorded:
+        vs = recorded["val_split"]
+        return with_validation(data, 0 if vs is None else vs["fraction"], 0 if vs is None else vs["seed"])
+    from .console import notice
+
+    notice("this checkpoint was trained on every training image (before validation splits): there is no "
+           "validation split, so choices read the test split")
+    return with_validation(data, 0)
+
+
 def check_fits_data(spec: ModelSpec, data, source: str = "the model") -> None:
     """A checkpoint and a dataset must agree on classes and image size before any work starts."""
     if spec.num_classes != data.num_classes:

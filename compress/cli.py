@@ -61,6 +61,12 @@ def ratio(text: str) -> float:
     return v
 
 
+def val_split_value(text: str) -> float | None:
+    from .data import parse_val_split
+
+    return parse_val_split(text)
+
+
 def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="auto", metavar="SOURCE",
                    help="CIFAR-10 folder (cifar-10-batches-py), 'sample' (bundled 4068/1017 images), 'cifar10' "
@@ -68,6 +74,11 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=positive_int, default=None, metavar="N",
                    help="resize images to N x N px (image folders: default their own size when all share one, "
                         "else 64; CIFAR: 32)")
+    p.add_argument("--val-split", type=_arg_type(val_split_value), default=None, metavar="F",
+                   help="fraction of the training images held out (seeded, per class) for every choice the tool "
+                        "makes; the test split is only reported. auto (default): 10%%, at least 1000 images "
+                        "(at most a fifth), at most 5000; 0: none, choices then read the test split (said). "
+                        "A checkpoint of ours keeps the split it was trained beside")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: cuda when available)")
 
 
@@ -80,6 +91,22 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int | None, lr: float | N
                    help="peak learning rate per 128 images, scaled with the batch size (default: the recipe's)")
     g.add_argument("--batch-size", type=positive_int, default=None, help="images per step (default: the recipe's)")
     g.add_argument("--seed", type=int, default=0, help="seed for init, shuffling and augmentation (default 0)")
+
+
+def add_seeds_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("repeated seeds")
+    g.add_argument("--seeds", type=_arg_type(seeds_value), default=None, metavar="LIST",
+                   help="run once per seed (e.g. 0,1,2) into OUT/seed_N, then OUT/report.md and OUT/seeds.json: "
+                        "mean ± sd per model and paired comparisons pooled over seeds and test images")
+    g.add_argument("--seed-dense", choices=("each", "shared"), default="each",
+                   help="each (default): a dense baseline per seed, so the spread holds its noise too; shared: one "
+                        "baseline (the first seed's) for all, cheaper. A --checkpoint is always shared")
+
+
+def seeds_value(text: str) -> tuple[int, ...]:
+    from .seeds import parse_seeds
+
+    return parse_seeds(text)
 
 
 def floats(text: str) -> tuple[float, ...]:
@@ -134,6 +161,13 @@ def load_data(args, device):
     return data.to(device)
 
 
+def split_data(args, data, ckpt: dict | None = None):
+    """`data` with its validation split: the checkpoint's own, else --val-split's."""
+    from .checkpoint import split_for
+
+    return split_for(data, ckpt, getattr(args, "val_split", None))
+
+
 def checkpoint_data(args, ckpt: dict):
     """--data, or else the dataset the checkpoint was trained on, at the model's image size and
     with its recorded normalisation (on the CPU; callers move it)."""
@@ -142,7 +176,7 @@ def checkpoint_data(args, ckpt: dict):
 
     source = args.data if args.data != "auto" else ckpt.get("meta", {}).get("dataset", {}).get("source", "auto")
     data = load_dataset(source, quiet=True, image_size=getattr(args, "image_size", None) or ckpt["model"].get("image_size"))
-    return with_contract(data, ckpt)
+    return split_data(args, with_contract(data, ckpt), ckpt)
 
 
 STAGE_NAMES = ("slim", "export", "quantize", "bench", "report")
@@ -265,7 +299,7 @@ class Train(Command):
         path = args.out or Path("runs/dense") / f"{label}_dense_e{cfg.epochs}_s{cfg.seed}.pt"
         check_writable(path, force=args.force)
         device = resolve_device(args.device)
-        data = load_data(args, device)
+        data = split_data(args, load_data(args, device))
         spec = ModelSpec(source, data.num_classes, args.width, data.image_size, args=model_args)
         ckpt = train_baseline(spec, data, cfg, path, device=device, force=args.force)
         from .render import training_summary
@@ -351,6 +385,7 @@ class _Prune(Command):
         for stage in STAGE_NAMES:
             o.add_argument(f"--no-{stage}", action="store_true", help=f"skip the {stage} stage")
         add_quantize_args(o)
+        add_seeds_args(p)
 
     def run(self, args) -> int:
         from .env import resolve_device
@@ -373,10 +408,12 @@ class _Prune(Command):
             model=source, model_args=model_args, width=args.width, checkpoint=args.checkpoint,
             trust_pickle=args.trust_pickle, dense=dense, retrain=retrain, out=args.out, resume=args.resume, force=args.force,
             stages=tuple(s for s in STAGE_NAMES if not getattr(args, f"no_{s}")), max_drop=args.max_drop,
-            command=args.argv,
+            command=args.argv, val_split=args.val_split,
             plan=plan_request(args, args.round_to or 16) if self.kind == "filter" else None)
         device = resolve_device(args.device)
         data = load_data(args, device)
+        if args.seeds:
+            return self.run_seeds(args, opts, data, device)
         manifest = run_prune(opts, data, device)
         from .sparsity import sparsity_table
 
@@ -390,6 +427,34 @@ class _Prune(Command):
             out.print(bench_check(manifest, Path(manifest["run_dir"])), soft_wrap=True)
         failed = [k for k, v in manifest.get("stages", {}).items() if v["status"] == "failed"]
         return 1 if failed else 0
+
+
+    @staticmethod
+    def run_seeds(args, opts, data, device) -> int:
+        """The command once per --seeds seed, then the summary over seeds."""
+        import dataclasses
+
+        from .pipeline import resolve_dense, run_prune, seeds_root
+        from .render import prune_summary
+        from .seeds import finished, for_seed, run_seeds
+
+        spec, _, data = resolve_dense(opts, data, device)  # weights checked before any folder exists
+        name = f"{opts.method}_{opts.kind}"
+
+        def run_one(seed: int, folder: Path) -> dict:
+            if args.resume and (done := finished(folder)):
+                return done
+            one = for_seed(opts, seed, args.seeds[0], args.seed_dense, folder)
+            manifest = run_prune(dataclasses.replace(one, resume=args.resume and folder.exists(), force=False),
+                                 data, device)
+            out.print(prune_summary(manifest))
+            return {name: manifest}
+
+        summary = run_seeds(run_one, args.seeds, args.out or seeds_root(opts, spec), resume=args.resume,
+                            force=args.force, what=f"{opts.method.upper()} {opts.kind} pruning",
+                            seed_dense=args.seed_dense, shared_checkpoint=opts.checkpoint is not None,
+                            command=args.argv)
+        return 0 if summary["models"] else 1
 
 
 def parse_nm(text: str) -> tuple[int, int]:
@@ -473,6 +538,33 @@ class All(Command):
         for stage in STAGE_NAMES:
             p.add_argument(f"--no-{stage}", action="store_true", help=f"skip the {stage} stage")
         add_quantize_args(p)
+        add_seeds_args(p)
+
+    @staticmethod
+    def run_seeds(args, base, data, device, root: Path) -> int:
+        """The suite once per --seeds seed, then the summary over seeds."""
+        import dataclasses
+
+        from .pipeline import resolve_dense, run_all
+        from .render import suite_summary
+        from .seeds import finished, for_seed, load_seed_manifests, run_seeds
+
+        _, _, data = resolve_dense(base, data, device)  # weights checked before any folder exists
+
+        def run_one(seed: int, folder: Path) -> dict:
+            if args.resume and (done := finished(folder)):
+                return done
+            one = for_seed(base, seed, args.seeds[0], args.seed_dense, None)
+            one = dataclasses.replace(one, resume=args.resume and folder.exists(), force=False)
+            manifest = run_all(one, {"unstructured": args.unstructured_ratio, "filter": args.filter_ratio}, data,
+                               device, folder, rounds=args.imp)
+            out.print(suite_summary(manifest, folder))
+            return load_seed_manifests(folder)
+
+        summary = run_seeds(run_one, args.seeds, root, resume=args.resume, force=args.force,
+                            what="OMP/IMP × unstructured/filter (compress all)", seed_dense=args.seed_dense,
+                            shared_checkpoint=base.checkpoint is not None, command=args.argv)
+        return 0 if summary["models"] else 1
 
     def run(self, args) -> int:
         from .env import resolve_device
@@ -488,12 +580,15 @@ class All(Command):
         base = PruneOptions(kind="", allocation=args.allocation, model=source, model_args=model_args, width=args.width,
                             checkpoint=args.checkpoint, trust_pickle=args.trust_pickle, dense=dense,
                             retrain=train_config(args, retrain_config(source)),
-                            resume=args.resume, force=args.force, command=args.argv,
+                            resume=args.resume, force=args.force, command=args.argv, val_split=args.val_split,
                             stages=tuple(s for s in STAGE_NAMES if not getattr(args, f"no_{s}")),
                             max_drop=args.max_drop)
         device = resolve_device(args.device)
         data = load_data(args, device)
         suite_dir = args.out or Path("runs") / f"{ModelSpec(source or 'vgg13').label}_all"
+        if args.seeds:
+            return self.run_seeds(args, base, data, device, suite_dir.with_name(suite_dir.name + "_seeds")
+                                  if args.out is None else suite_dir)
         manifest = run_all(base, {"unstructured": args.unstructured_ratio, "filter": args.filter_ratio}, data, device,
                            suite_dir, rounds=args.imp)
         out.print(suite_summary(manifest, suite_dir))

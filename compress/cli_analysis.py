@@ -78,8 +78,8 @@ class Sweep(Command):
         f.add_argument("--finetune-lr", type=float, default=0.01, metavar="LR", help="constant lr of that fine-tune at batch 128 (default 0.01)")
         f.add_argument("--tolerance", type=_fraction, default=None, metavar="POINTS",
                        help="accuracy points below dense still acceptable at the trade-off (default: 1 point, or two "
-                            "standard errors of an accuracy on the test set when that is larger: 2.7 on the "
-                            "1017-image sample, where one point is noise)")
+                            "standard errors of an accuracy on the validation split when that is larger: 3.1 on "
+                            "the sample's 814 validation images, where one point is noise)")
         o = p.add_argument_group("output")
         o.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder (default MODEL_sweep_KIND beside the model)")
         o.add_argument("--force", action="store_true", help="overwrite existing sweep files in --out")
@@ -99,18 +99,26 @@ class Sweep(Command):
         ckpt, data, device = _load(args)
         res = run_sweep(ckpt, data, opts, out_dir, device=device, source=str(args.model), force=args.force,
                         command=_command_line())
+        from .stats import with_ci
+
         s = res.summary
+        ev = s["evaluator"]
+        on = "validation" if ev["split"] == "val" else "test"
         t = Table(title=f"one-shot {s['kind']} sweep of {s['model']['name']}: {s['grid']['points']} points "
-                        f"{100 * s['grid']['start']:g}–{100 * s['grid']['stop']:g}% · dense {s['dense_accuracy']:.2f}%")
-        for col in ("criterion", "trade-off sparsity", "accuracy %", "vs dense", "first point beyond tolerance"):
+                        f"{100 * s['grid']['start']:g}–{100 * s['grid']['stop']:g}% · dense {on} "
+                        f"{with_ci(s['dense_accuracy'], ev['images'])}")
+        for col in ("criterion", "trade-off sparsity", f"{on} accuracy (95% CI)", "vs dense", "test accuracy (95% CI)",
+                    "first point beyond tolerance"):
             t.add_column(col, justify="left" if col == "criterion" else "right")
         for c, tr in s["tradeoffs"].items():
             br = s["breakdown"][c]
             chosen = (f"{100 * tr['sparsity']:.2f}%" + (" (knee)" if tr.get("by") == "knee" else "")) if tr else "none"
-            t.add_row(c, chosen, f"{tr['accuracy']:.2f}" if tr else "",
+            t.add_row(c, chosen, with_ci(tr["accuracy"], ev["images"]) if tr else "",
                       f"{-tr['drop']:+.2f}" if tr else "",
+                      with_ci(tr["test_accuracy"], ev["test_images"]) if tr else "",
                       f"{100 * br['sparsity']:.2f}% → {br['accuracy']:.2f}%" if br else "none (all within)")
-        t.caption = (f"rule: {s['rule']} (tolerance {s['tolerance']:g}: {s['tolerance_source']}); one standard error of an accuracy here: {s['standard_error']:.1f} points  ·  "
+        t.caption = (f"chosen on the {s['choices_on']} split; test is reported, never read  ·  "
+                     f"rule: {s['rule']} (tolerance {s['tolerance']:g}: {s['tolerance_source']}); one standard error of an accuracy here: {s['standard_error']:.1f} points  ·  "
                      f"{s['seconds']:.0f} s ({s['seconds_per_point']:.2f} s/point)  ·  "
                      f"{out_dir}/{{sweep.csv, sweep.json, sweep.png, tradeoff_layers.json, tradeoff_layers.png}}")
         out.print(t)
@@ -170,7 +178,8 @@ class Sensitivity(Command):
                               command=_command_line())
         s = res.summary
         t = Table(title=f"{s['kind']} sensitivity of {s['model']['name']} · dense {s['dense_accuracy']:.2f}% · "
-                        f"accuracy drop (points) with one layer pruned")
+                        f"{s['choices_on'].split(' ')[0]} accuracy drop (points, {s['images']} images) with one "
+                        f"layer pruned")
         t.add_column("layer")
         for r in s["ratios"]:
             t.add_column(f"{100 * r:g}%", justify="right")
@@ -192,13 +201,21 @@ class Report(Command):
     help = "gather a run (or suite) folder into report.md with figures"
 
     def add_arguments(self, p):
-        p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder (compress unstructured|filter) or suite folder")
+        p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder (compress unstructured|filter), suite folder (compress all), or a --seeds folder")
         p.add_argument("--layer", default=None, metavar="NAME",
                        help="conv weight shown in the mask figures (default: a mid-network conv, e.g. features.14.weight)")
 
     def run(self, args) -> int:
         from .report import write_report
 
+        if (args.run_dir / "seeds.json").is_file():  # a --seeds folder: each seed's report, then the summary
+            from .seeds import rewrite_summary
+
+            for folder in sorted(args.run_dir.glob("seed_*")):
+                write_report(folder, mask_layer=args.layer)
+            rewrite_summary(args.run_dir)
+            out.print(f"report: {args.run_dir / 'report.md'}")
+            return 0
         path = write_report(args.run_dir, mask_layer=args.layer)
         figures = sorted((path.parent / "figures").glob("*.png"))
         out.print(f"report: {path}")
@@ -210,11 +227,13 @@ class Report(Command):
 @command
 class Compare(Command):
     name = "compare"
-    help = "models scored on the same test images: accuracy with its Wilson interval, and McNemar's paired test"
+    help = "models scored on the same images: accuracy with its Wilson interval, and McNemar's paired test"
 
     def add_arguments(self, p):
         p.add_argument("models", type=Path, nargs="+", metavar="MODEL.pt",
                        help="checkpoints of ours (dense, pruned, slim); the first is the reference")
+        p.add_argument("--split", choices=("test", "val"), default="test",
+                       help="test (default): report; val: choose between recipes without reading the test split")
         add_data_args(p)
 
     def run(self, args) -> int:
@@ -223,7 +242,8 @@ class Compare(Command):
         from .checkpoint import load_checkpoint, model_from_checkpoint
         from .env import resolve_device
         from .errors import CompressError
-        from .stats import paired, sentence, wilson
+        from .comparisons import sentence
+        from .stats import paired, wilson
         from .train import correct_per_image
 
         if len(args.models) < 2:
@@ -235,9 +255,10 @@ class Compare(Command):
         if len(prints) > 1 and args.data == "auto":
             raise CompressError("the models were trained on different datasets",
                                 "pass --data to score them all on the same test images")
-        right = [correct_per_image(model_from_checkpoint(c).to(device), data, device) for c in ckpts]
+        right = [correct_per_image(model_from_checkpoint(c).to(device), data, device, split=args.split) for c in ckpts]
         n = len(right[0])
-        t = Table(title=f"top-1 on {n} test images ({data.name})", title_justify="left")
+        t = Table(title=f"top-1 on {n} {'validation' if args.split == 'val' else 'test'} images ({data.name})",
+                  title_justify="left")
         for col in ("model", "accuracy", "95% interval (Wilson)"):
             t.add_column(col, justify="left" if col == "model" else "right")
         for path, r in zip(args.models, right):
@@ -245,6 +266,6 @@ class Compare(Command):
             t.add_row(path.name, f"{100 * sum(r) / n:.2f}%", f"{100 * lo:.1f} – {100 * hi:.1f}%")
         out.print(t)
         for path, r in zip(args.models[1:], right[1:]):
-            out.print(sentence(path.name, args.models[0].name, paired(r, right[0])), soft_wrap=True)
+            out.print(sentence({"a": path.name, "b": args.models[0].name, **paired(r, right[0])}), soft_wrap=True)
         return 0
 

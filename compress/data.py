@@ -50,6 +50,26 @@ class Dataset:
     std: tuple[float, ...] = CIFAR10_STD
     fingerprint: str = ""
     extra: dict = field(default_factory=dict)
+    val_x: torch.Tensor | None = None  # held out of the training images by `with_validation`
+    val_y: torch.Tensor | None = None
+
+    @property
+    def has_val(self) -> bool:
+        return self.val_x is not None and self.val_x.shape[0] > 0
+
+    @property
+    def choice_split(self) -> str:
+        """The split every choice reads: validation when there is one, else (said in every output) test."""
+        return "val" if self.has_val else "test"
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) of "train", "val" or "test"."""
+        if name == "val" and not self.has_val:
+            raise CompressError("this dataset has no validation split", "pass --val-split auto (or a fraction)")
+        pairs = {"train": (self.train_x, self.train_y), "val": (self.val_x, self.val_y), "test": (self.test_x, self.test_y)}
+        if name not in pairs:
+            raise ValueError(f"unknown split {name!r}")
+        return pairs[name]
 
     @property
     def num_classes(self) -> int:
@@ -61,8 +81,9 @@ class Dataset:
 
     def to(self, device) -> "Dataset":
         """Move the image tensors to `device` once, so batches never cross the bus."""
-        for k in ("train_x", "train_y", "test_x", "test_y"):
-            setattr(self, k, getattr(self, k).to(device))
+        for k in ("train_x", "train_y", "test_x", "test_y", "val_x", "val_y"):
+            if getattr(self, k) is not None:
+                setattr(self, k, getattr(self, k).to(device))
         return self
 
     def normalised(self, mean=None, std=None) -> "Dataset":
@@ -87,7 +108,9 @@ class Dataset:
             "name": self.name,
             "source": self.source,
             "train_images": int(self.train_x.shape[0]),
+            "val_images": int(self.val_x.shape[0]) if self.has_val else 0,
             "test_images": int(self.test_x.shape[0]),
+            "choices_on": "validation" if self.has_val else "test (no validation split: --val-split 0)",
             "num_classes": self.num_classes,
             "classes": list(self.classes),
             "image_size": self.image_size,
@@ -96,6 +119,62 @@ class Dataset:
             "fingerprint": self.fingerprint,
             **self.extra,
         }
+
+
+# --------------------------------------------------------------------------- validation split
+VAL_SEED = 0  # the split is part of the data, not of a run: every seed and recipe sees the same one
+
+
+def auto_val_fraction(n_train: int) -> float:
+    """The default `--val-split auto`: 10% of the training images, but at least 1000 (at most a
+    fifth of them) so that small sets get a usable validation split (one standard error ~1.4
+    points at 1000 images), and at most 5000 on large ones."""
+    n = max(0.1 * n_train, min(1000, 0.2 * n_train))
+    return min(n, 5000) / n_train
+
+
+def parse_val_split(text: str) -> float | None:
+    """--val-split: 'auto' (None), 0 (off) or a fraction in (0, 0.5]."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise CompressError(f"--val-split {text!r} is not a number", "pass auto, 0 (off) or a fraction such as 0.1") from None
+    if not (v == 0 or 0 < v <= 0.5):
+        raise CompressError(f"--val-split {text} is outside [0, 0.5]",
+                            "pass a fraction of the training images such as 0.1, auto, or 0 to turn the split off")
+    return v
+
+
+def with_validation(ds: Dataset, fraction: float | None = None, seed: int = VAL_SEED) -> Dataset:
+    """`ds` with a seeded, class-stratified validation split carved out of its training images
+    (`fraction` None: `auto_val_fraction`; 0: none). The test split is untouched; the fingerprint
+    records the split, so baselines trained on the rest are cached apart."""
+    if "val_split" in ds.extra:
+        raise CompressError("this dataset's validation split is already decided", "split once")
+    n = int(ds.train_x.shape[0])
+    fraction = auto_val_fraction(n) if fraction is None else float(fraction)
+    if fraction <= 0:
+        return replace(ds, extra={**ds.extra, "val_split": None})
+    g = torch.Generator().manual_seed(seed)
+    labels = ds.train_y.cpu()
+    val_idx, train_idx = [], []
+    for c in labels.unique(sorted=True).tolist():
+        idx = (labels == c).nonzero().flatten()
+        idx = idx[torch.randperm(idx.numel(), generator=g)]
+        k = min(int(round(fraction * idx.numel())), idx.numel() - 1)  # every class keeps a training image
+        val_idx.append(idx[:k]), train_idx.append(idx[k:])
+    val_idx, train_idx = torch.cat(val_idx).sort().values, torch.cat(train_idx).sort().values
+    if val_idx.numel() == 0:
+        raise CompressError(f"--val-split {fraction:g} of {n} training images leaves no validation image",
+                            "pass a larger fraction, or 0 to turn the split off")
+    dev = ds.train_x.device
+    val_idx, train_idx = val_idx.to(dev), train_idx.to(dev)
+    split = {"fraction": fraction, "seed": seed, "stratified": True, "images": int(val_idx.numel())}
+    return replace(ds, train_x=ds.train_x[train_idx], train_y=ds.train_y[train_idx],
+                   val_x=ds.train_x[val_idx], val_y=ds.train_y[val_idx],
+                   fingerprint=f"{ds.fingerprint}-val{val_idx.numel()}s{seed}", extra={**ds.extra, "val_split": split})
 
 
 # --------------------------------------------------------------------------- sources
@@ -337,13 +416,13 @@ class Loader:
 
 
 def eval_loader(ds: Dataset, batch_size: int = 500, split: str = "test", channels_last: bool = False) -> Loader:
-    """Batches of a split in order, without augmentation."""
-    x, y = (ds.test_x, ds.test_y) if split == "test" else (ds.train_x, ds.train_y)
+    """Batches of a split ("train", "val" or "test") in order, without augmentation."""
+    x, y = ds.split(split)
     return Loader(x, y, batch_size, mean=ds.mean, std=ds.std, channels_last=channels_last)
 
 
 def calibration_batch(ds: Dataset, n: int = 64, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
     """The first `n` images of a split, normalised: real inputs for parity checks and tracing."""
-    x, y = (ds.test_x, ds.test_y) if split == "test" else (ds.train_x, ds.train_y)
+    x, y = ds.split(split)
     xb, yb = next(iter(Loader(x[:n], y[:n], n, mean=ds.mean, std=ds.std)))
     return xb, yb

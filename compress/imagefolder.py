@@ -291,7 +291,8 @@ def resized_dataset(ds, size: int):
         return ds
     notice(f"resizing {ds.name} from {ds.image_size} to {size} px")
     return dataclasses.replace(ds, name=f"{ds.name}-{size}px", train_x=resize_images(ds.train_x, size),
-                               test_x=resize_images(ds.test_x, size), fingerprint=f"{ds.fingerprint}-{size}px",
+                               test_x=resize_images(ds.test_x, size),
+                               val_x=None if ds.val_x is None else resize_images(ds.val_x, size), fingerprint=f"{ds.fingerprint}-{size}px",
                                extra={**ds.extra, "resized_from": ds.image_size})
 
 
@@ -302,7 +303,7 @@ def write_image_folder(ds, root: str | Path, classes: int | None = None, per_cla
     from PIL import Image
 
     root = Path(root)
-    x, y = (ds.train_x, ds.train_y) if split == "train" else (ds.test_x, ds.test_y)
+    x, y = ds.split(split)
     for c in range(classes or ds.num_classes):
         folder = root / ds.classes[c]
         folder.mkdir(parents=True, exist_ok=True)

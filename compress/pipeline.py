@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from .baseline import get_baseline
-from .checkpoint import build_spec, check_fits_data, load_dense, model_from_checkpoint, save_checkpoint, with_contract
+from .checkpoint import (build_spec, check_fits_data, load_dense, model_from_checkpoint, save_checkpoint, split_for,
+                         with_contract)
 from .console import notice, out
 from .data import Dataset
 from .errors import CompressError
@@ -51,6 +52,7 @@ class PruneOptions:
     force: bool = False
     stages: tuple[str, ...] = STAGES
     max_drop: float = 1.0  # INT8 top-1 drop (points) that fails the quantize stage
+    val_split: float | None = None  # --val-split for a model trained here (None: auto); a checkpoint keeps its own
     plan: object | None = None  # a planner.PlanRequest: ratios chosen for a measured speed-up (filter only)
     show: bool = True
     command: list[str] = field(default_factory=list)
@@ -69,14 +71,15 @@ def requested_spec(opts: PruneOptions, data: Dataset) -> ModelSpec | None:
 
 def resolve_dense(opts: PruneOptions, data: Dataset, device: torch.device) -> tuple[ModelSpec, dict | None, Dataset]:
     """The spec to prune, the dense checkpoint when one was given (ours, or foreign weights
-    imported and evaluated), and the data normalised as that model expects. Nothing is written."""
+    imported and evaluated), and the data normalised as that model expects, with the validation
+    split it was trained beside (see `split_for`). Nothing is written."""
     wanted = requested_spec(opts, data)
     if opts.checkpoint is None:
-        return wanted, None, data
+        return wanted, None, split_for(data, None, opts.val_split)
     dense = load_dense(opts.checkpoint, wanted, trust_pickle=opts.trust_pickle)
     spec = ModelSpec.from_dict(dense["model"])
     check_fits_data(spec, data, str(opts.checkpoint))
-    data = with_contract(data, dense)
+    data = split_for(with_contract(data, dense), dense, opts.val_split)
     if "imported" in dense["meta"]:
         imported = dense["meta"]["imported"]
         out.print(f"[bold]weights[/bold] from {opts.checkpoint}: {imported['summary']}", soft_wrap=True)
@@ -177,6 +180,16 @@ def default_run_dir(opts: PruneOptions, target: float, spec: ModelSpec) -> Path:
         goal = f"{p.speedup:g}x" if p.speedup else f"{p.latency_ms:g}ms"
         return Path("runs") / f"{spec.label}_{kind}_{goal}_{p.runtime}_b{p.batch}_{sched}"
     return Path("runs") / f"{spec.label}_{kind}_{target:.2f}_{sched}"
+
+
+def seeds_root(opts: PruneOptions, spec: ModelSpec) -> Path:
+    """The default folder of a --seeds run (its seed_N folders inside)."""
+    if opts.plan is None and opts.ratio is None and opts.config is not None:
+        sched = "omp" if opts.method == "omp" else f"imp{opts.rounds}"
+        return Path("runs") / f"{spec.label}_{opts.kind}_{Path(opts.config).stem}_{sched}_seeds"
+    target = opts.ratio if opts.ratio is not None else 1 - opts.nm[0] / opts.nm[1]
+    path = default_run_dir(opts, target, spec)
+    return path.with_name(path.name + "_seeds")
 
 
 def planned_ratios(opts: PruneOptions, spec: ModelSpec, given: dict | None, data: Dataset,
@@ -419,7 +432,8 @@ def run_all(base: PruneOptions, ratios: dict[str, float], data: Dataset, device:
     suite = open_run_dir(out_dir, base.resume, base.force)
     dense, _ = place_dense(base, spec, given, data, device, suite / "dense.pt")
     manifest = {"format": "compress-suite/1", "status": "running", "model": spec.to_dict(),
-                "dataset": data.describe(), "dense": {"path": "dense.pt", "accuracy": dense["meta"]["accuracy"]},
+                "dataset": data.describe(), "dense": {"path": "dense.pt", "accuracy": dense["meta"]["accuracy"],
+                                                   "val_accuracy": dense["meta"].get("val_accuracy")},
                 "runs": {}, "results": {}, "command": base.command, "versions": versions(), "device": str(device),
                 "started": datetime.datetime.now().isoformat(timespec="seconds")}
 

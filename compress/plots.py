@@ -87,14 +87,17 @@ def _count(n: int) -> str:
 
 # --------------------------------------------------------------------------- accuracy vs sparsity
 def accuracy_vs_sparsity(models: list[dict], dense_acc: float, path: Path, *, title: str = "",
-                         note: str = "") -> Path:
+                         note: str = "", images: int | None = None) -> Path:
     """The pruned models at their overall sparsity (x, %) and test accuracy (y, %).
 
     `models`: [{"kind", "method", "sparsity" (0-1), "accuracy", "acc_after_prune",
     "rounds": [{"sparsity", "acc_after_prune", "acc_after_retrain"}]}]. Filled markers are
     the final models; hollow ones the accuracy right after pruning (before retraining); IMP
-    rounds are joined by a thin line in the order they ran.
+    rounds are joined by a thin line in the order they ran. With `images`, error bars are the
+    final models' 95% Wilson intervals and a band the dense model's.
     """
+    from .stats import interval
+
     fig = _figure(9.5, 5.0)
     ax = fig.add_subplot()
     ax.axhline(dense_acc, color=DENSE_COLOR, ls="--", lw=1.2, label=f"dense ({dense_acc:.2f}%)")
@@ -115,6 +118,10 @@ def accuracy_vs_sparsity(models: list[dict], dense_acc: float, path: Path, *, ti
         # OMP and IMP of one kind end at the same sparsity: the OMP marker is drawn smaller and on
         # top, so that two results a point apart stay two visible markers
         omp = m["method"] == "omp"
+        if images:  # the final model's 95% Wilson interval
+            lo, hi = interval(m["accuracy"], images)
+            ax.errorbar(100 * m["sparsity"] + (0.6 if omp else -0.6), m["accuracy"],
+                        yerr=[[m["accuracy"] - lo], [hi - m["accuracy"]]], fmt="none", ecolor=st.color, capsize=3, lw=1)
         ax.plot(100 * m["sparsity"], m["accuracy"], ls="none", marker=st.marker, ms=7 if omp else 11,
                 zorder=4 if omp else 3, color=st.color, mec="black", mew=0.6,
                 label=f"{st.label}: {100 * m['sparsity']:.1f}%, {m['accuracy']:.2f}%")
@@ -122,6 +129,12 @@ def accuracy_vs_sparsity(models: list[dict], dense_acc: float, path: Path, *, ti
     ax.plot([], [], ls="none", marker="o", mfc="white", mec="#555555", label="right after pruning\n(before retraining)")
     if any(len(m.get("rounds") or []) > 1 for m in models):
         ax.plot([], [], color="#555555", lw=1, alpha=0.6, marker="o", ms=4, label="IMP rounds after retraining")
+    if images:
+        lo, hi = interval(dense_acc, images)
+        ax.axhspan(lo, hi, color=DENSE_COLOR, alpha=0.08, lw=0, label="dense 95% interval")
+        ax.errorbar([], [], yerr=[], fmt="none", ecolor="#555555", capsize=3,
+                    label=f"95% Wilson interval\n({images} test images)")
+        lows.append(lo)
     ax.set_xlabel("overall sparsity (%)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_xlim(-2, 100)
@@ -214,13 +227,17 @@ def mask_figure(keep: torch.Tensor, path: Path, *, model: str, layer: str, label
 # --------------------------------------------------------------------------- sweep
 def sweep_figure(curves: dict[str, list[dict]], dense_acc: float, path: Path, *, kind: str, tolerance: float,
                  tradeoffs: dict[str, dict | None], title: str = "", treatment: str = "",
-                 standard_error: float | None = None, images: int | None = None) -> Path:
-    """Accuracy vs sparsity of one-shot pruning, one curve per criterion, trade-offs starred.
+                 standard_error: float | None = None, images: int | None = None, split: str = "val") -> Path:
+    """Accuracy vs sparsity of one-shot pruning on the split the choice reads, one curve per
+    criterion with 95% Wilson intervals as error bars, trade-offs starred.
 
     `curves`: {criterion: [{"sparsity", "accuracy", "acc_oneshot"?}]}; `tradeoffs`: {criterion:
     {"sparsity", "accuracy"} or None}. With a `treatment` per point (BN re-estimation,
     fine-tuning), the untreated one-shot curve ("acc_oneshot") is drawn dashed.
     """
+    from .stats import interval
+
+    split_name = "validation" if split == "val" else "test"
     fig = _figure(8.0, 5.0)
     ax = fig.add_subplot()
     ax.axhline(dense_acc, color=DENSE_COLOR, ls="--", lw=1.2, label=f"dense ({dense_acc:.2f}%)")
@@ -238,13 +255,18 @@ def sweep_figure(curves: dict[str, list[dict]], dense_acc: float, path: Path, *,
         t = tradeoffs.get(name)
         label = st.label + (f": trade-off{' (knee)' if t.get('by') == 'knee' else ''} {100 * t['sparsity']:.1f}% "
                             f"sparsity, {t['accuracy']:.2f}% accuracy" if t else ": no trade-off point")
-        ax.plot(xs, [p["accuracy"] for p in pts], color=st.color, lw=1.4, marker=st.marker, ms=ms, label=label)
+        ys = [p["accuracy"] for p in pts]
+        if images:
+            bounds = [interval(y, images) for y in ys]
+            ax.errorbar(xs, ys, yerr=[[y - b[0] for y, b in zip(ys, bounds)], [b[1] - y for y, b in zip(ys, bounds)]],
+                        fmt="none", ecolor=st.color, elinewidth=0.7, alpha=0.45, capsize=0)
+        ax.plot(xs, ys, color=st.color, lw=1.4, marker=st.marker, ms=ms, label=label)
         if t:
             ax.axvline(100 * t["sparsity"], color=st.color, lw=0.8, ls=":")
             ax.plot(100 * t["sparsity"], t["accuracy"], marker="*", ms=16, color=st.color, mec="black", mew=0.8,
                     ls="none", zorder=5)
     ax.set_xlabel(f"overall sparsity (%) — {SPARSITY_NOTE.get(kind, kind)}")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(f"{split_name} accuracy (%)" + (", bars: 95% Wilson interval" if images else ""))
     lo, hi = min(xs_all), max(xs_all)
     pad = max(0.5, 0.02 * (hi - lo))
     ax.set_xlim(lo - pad, hi + pad)
@@ -361,10 +383,12 @@ def empty_figure(path: Path, message: str) -> Path:
 # --------------------------------------------------------------------------- sensitivity
 def sensitivity_figure(layers: list[str], ratios: list[float], drops: list[list[float]], path: Path, *,
                        proposed: dict[str, float], target: float, kind: str, dense_acc: float,
-                       sizes: list[int]) -> Path:
+                       sizes: list[int], split: str = "val", images: int | None = None) -> Path:
     """Left: heat map of the accuracy drop (points) when each layer alone is pruned at each
-    ratio. Right: the proposed per-layer ratios against the uniform one."""
+    ratio, on the split the proposal reads. Right: the proposed per-layer ratios against the uniform one."""
     import numpy as np
+
+    from .stats import interval
     from matplotlib.colors import TwoSlopeNorm
 
     d = np.array(drops, dtype=float)
@@ -384,7 +408,12 @@ def sensitivity_figure(layers: list[str], ratios: list[float], drops: list[list[
     unit = "filters" if kind == "filter" else "weights"
     ax.set_xlabel(f"share of the layer's {unit} pruned (that layer alone)")
     ax.set_ylabel(f"layer ({unit})")
-    ax.set_title(f"Accuracy drop (points below dense {dense_acc:.2f}%)", fontsize=10)
+    se = ""
+    if images:
+        lo, hi = interval(dense_acc, images)
+        se = f"\nWilson 95% CI of one accuracy here: ±{(hi - lo) / 2:.1f} points"
+    ax.set_title(f"{'Validation' if split == 'val' else 'Test'} accuracy drop (points below dense "
+                 f"{dense_acc:.2f}%, {images or '?'} images){se}", fontsize=10)
     fig.colorbar(im, ax=ax, label="accuracy drop (points)", shrink=0.9)
     ax2 = fig.add_subplot(gs[1], sharey=ax)
     bars = ax2.barh(range(len(layers)), [100 * proposed[l] for l in layers], color="#0072B2", height=0.7)
@@ -396,4 +425,33 @@ def sensitivity_figure(layers: list[str], ratios: list[float], drops: list[list[
     ax2.tick_params(labelleft=False)
     ax2.grid(axis="x", alpha=0.3)
     ax2.set_title(f"Proposed ratios for {100 * target:g}% overall", fontsize=10, pad=14)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- repeated seeds
+def seeds_figure(summary: dict, path: Path) -> Path:
+    """Each model's accuracy per seed (dots), mean ± sd (bar), validation beside test."""
+    models = list(summary["models"].items())
+    fig = _figure(max(6.5, 1.4 * len(models) + 2), 4.8)
+    ax = fig.add_subplot()
+    for i, (name, m) in enumerate(models):
+        for split, dx, fill in (("val", -0.15, "white"), ("test", 0.15, None)):
+            values = [v for v in m[split].values() if v is not None]
+            if not values:
+                continue
+            color = DENSE_COLOR if name == "dense" else "#1B3A5B"
+            ax.plot([i + dx] * len(values), values, ls="none", marker="o", ms=5, mfc=fill or color, mec=color,
+                    alpha=0.8)
+            ax.errorbar(i + dx + 0.07, m[f"{split}_mean"], yerr=m[f"{split}_sd"], fmt="_", ms=12, color=color,
+                        capsize=4, lw=1.4)
+    ax.set_xticks(range(len(models)), [n.replace("_", "\n") for n, _ in models], fontsize=9)
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3, axis="y")
+    ds = summary["dataset"]
+    ax.set_title(f"{summary['model'].get('name', '?')} on {ds.get('name', '?')}: {len(summary['seeds'])} seeds "
+                 f"({ds.get('val_images') or 0} validation / {ds.get('test_images')} test images)", fontsize=10)
+    ax.plot([], [], ls="none", marker="o", mfc="white", mec="#555555", label="validation, one dot per seed")
+    ax.plot([], [], ls="none", marker="o", color="#555555", label="test, one dot per seed")
+    ax.errorbar([], [], yerr=[], fmt="_", color="#555555", capsize=4, label="mean ± standard deviation")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     return _save(fig, path)

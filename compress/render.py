@@ -8,16 +8,22 @@ from rich.table import Table
 
 def training_summary(ckpt: dict, path: Path) -> Table:
     """Dense training: per-epoch figures, then where the checkpoint is."""
+    from .stats import with_ci
+
     meta = ckpt["meta"]
-    t = Table(title=f"dense {ckpt['model']['name']} on {meta['dataset']['name']} "
-                    f"({meta['dataset']['train_images']} train / {meta['dataset']['test_images']} test)")
-    for col in ("epoch", "train loss", "train acc %", "test acc %", "img/s", "s"):
+    ds = meta["dataset"]
+    t = Table(title=f"dense {ckpt['model']['name']} on {ds['name']} "
+                    f"({ds['train_images']} train / {ds.get('val_images', 0)} validation / {ds['test_images']} test)")
+    for col in ("epoch", "train loss", "train acc %", "val acc %", "test acc %", "img/s", "s"):
         t.add_column(col, justify="right")
     for h in meta["history"]:
         t.add_row(str(h["epoch"]), f"{h['train_loss']:.3f}", f"{h['train_acc']:.1f}",
-                  f"{h['test_acc']:.2f}" if "test_acc" in h else "", f"{h['images_per_s']:.0f}", f"{h['seconds']:.1f}")
-    t.caption = (f"final test accuracy {meta['accuracy']:.2f}%  ·  {meta.get('train_seconds', 0):.0f} s of training"
-                 f"  ·  saved to {path}")
+                  *(f"{h[k]:.2f}" if k in h else "" for k in ("val_acc", "test_acc")),
+                  f"{h['images_per_s']:.0f}", f"{h['seconds']:.1f}")
+    val = (f"validation {with_ci(meta['val_accuracy'], ds.get('val_images'))}  ·  "
+           if meta.get("val_accuracy") is not None else "no validation split  ·  ")
+    t.caption = (f"{val}test {with_ci(meta['accuracy'], ds['test_images'])} (95% Wilson intervals)  ·  "
+                 f"{meta.get('train_seconds', 0):.0f} s of training  ·  saved to {path}")
     return t
 
 
@@ -45,20 +51,33 @@ def prune_summary(manifest: dict) -> Table:
     kind = "unstructured" if job["kind"] == "nm" else job["kind"]
     t = Table(title=f"{job['method'].upper()} {job['kind']} pruning of {manifest['model']['name']} "
                     f"to {job['target']:.2f} ({manifest['dataset']['name']})")
-    for col in ("model", "target", f"{kind} sparsity", "acc after prune %", "acc after retrain %", "epochs", "s"):
+    from .stats import with_ci
+
+    ds = manifest["dataset"]
+    n_val, n_test = ds.get("val_images") or None, ds.get("test_images")
+    for col in ("model", "target", f"{kind} sparsity", "test after prune %", "val after retrain %",
+                "test after retrain %", "epochs", "s"):
         t.add_column(col, justify="left" if col == "model" else "right")
     dense = manifest["dense"]["accuracy"]
-    t.add_row("dense", "0", "0.00%", "", f"{dense:.2f}", "", "")
+
+    def val(x):
+        return "" if x is None else f"{x:.2f}"
+
+    t.add_row("dense", "0", "0.00%", "", val(manifest["dense"].get("val_accuracy")), f"{dense:.2f}", "", "")
     for r in manifest["rounds"]:
         t.add_row(f"round {r['round']}", f"{r['target']:.3f}", f"{100 * r['sparsity']:.2f}%",
-                  f"{r['acc_after_prune']:.2f}", f"{r['acc_after_retrain']:.2f}", str(r["epochs"]), f"{r['seconds']:.0f}")
+                  f"{r['acc_after_prune']:.2f}", val(r.get("val_after_retrain")), f"{r['acc_after_retrain']:.2f}",
+                  str(r["epochs"]), f"{r['seconds']:.0f}")
     res = manifest.get("result")
     if res:
         delta = res["accuracy"] - dense
         t.add_section()
-        t.add_row(res["path"], f"{job['target']:.2f}", f"{100 * res['sparsity']:.2f}%", "", f"{res['accuracy']:.2f}",
-                  "", "", style="bold")
-        t.caption = f"{delta:+.2f} points vs dense  ·  run folder {manifest.get('run_dir', '')}".rstrip()
+        t.add_row(res["path"], f"{job['target']:.2f}", f"{100 * res['sparsity']:.2f}%", "",
+                  with_ci(res.get("val_accuracy"), n_val) if res.get("val_accuracy") is not None else "",
+                  with_ci(res["accuracy"], n_test), "", "", style="bold")
+        t.caption = (f"{delta:+.2f} points vs dense on {n_test} test images (95% Wilson intervals; "
+                     f"{'choices on ' + str(n_val) + ' validation images' if n_val else 'NO validation split'})  ·  "
+                     f"run folder {manifest.get('run_dir', '')}").rstrip()
     return t
 
 
@@ -108,13 +127,19 @@ def export_table(report: dict) -> Table:
 def suite_summary(manifest: dict, folder) -> Table:
     """The four models of `compress all` against dense, and where everything is."""
     t = Table(title=f"{manifest['model']['name']} on {manifest['dataset']['name']}: dense vs pruned")
-    for col in ("model", "sparsity", "acc after prune %", "accuracy %", "vs dense", "file"):
+    from .stats import with_ci
+
+    ds = manifest["dataset"]
+    n_val, n_test = ds.get("val_images") or None, ds.get("test_images")
+    for col in ("model", "sparsity", "test after prune %", "validation (95% CI)", "test (95% CI)", "vs dense", "file"):
         t.add_column(col, justify="left" if col in ("model", "file") else "right")
     dense = manifest["dense"]["accuracy"]
-    t.add_row("dense", "0.00%", "", f"{dense:.2f}", "", "dense.pt")
+    t.add_row("dense", "0.00%", "", with_ci(manifest["dense"].get("val_accuracy"), n_val), with_ci(dense, n_test), "",
+              "dense.pt")
     for name, r in manifest["results"].items():
         t.add_row(name, f"{100 * r['sparsity']:.2f}%", f"{r.get('acc_after_prune', float('nan')):.2f}",
-                  f"{r['accuracy']:.2f}", f"{r['accuracy'] - dense:+.2f}", r["path"])
+                  with_ci(r.get("val_accuracy"), n_val), with_ci(r["accuracy"], n_test),
+                  f"{r['accuracy'] - dense:+.2f}", r["path"])
     arts = manifest.get("artifacts", {})
     t.caption = (f"suite folder {folder}  ·  benchmark {arts.get('bench') or 'not run'}  ·  "
                  f"report {arts.get('report') or 'not written'}  ·  {manifest.get('seconds', 0) / 60:.1f} min")

@@ -19,6 +19,7 @@ from .errors import CompressError
 from .models.sources import label
 from .planner import final_speedup
 from .sparsity import DEFINITIONS
+from .stats import with_ci
 
 SUITE_ORDER = ("omp_unstructured", "imp_unstructured", "omp_filter", "imp_filter")
 
@@ -197,7 +198,7 @@ def make_figures(folder: Path, top: dict, runs: list[RunData], mask_layer: str |
             points, dense_acc, figdir / "accuracy_vs_sparsity.png",
             title=f"{spec.get('name', '?')} (width {spec.get('width', 1):g}) on {data.get('name', '?')}: "
                   f"accuracy vs overall sparsity",
-            note=_slim_note(runs))
+            note=_slim_note(runs), images=_split_sizes(runs)[1])
     for r in runs:
         shapes = _weight_shapes(r)
         if not shapes:
@@ -267,25 +268,56 @@ def _link(folder_rel: str, path: str) -> str:
     return f"{folder_rel}/{path}" if folder_rel else path
 
 
+def _split_sizes(runs: list[RunData]) -> tuple[int | None, int | None]:
+    """(validation images, test images) of the runs' data."""
+    ds = runs[0].manifest.get("dataset", {}) if runs else {}
+    return ds.get("val_images") or None, ds.get("test_images")
+
+
 def _results_section(top: dict, runs: list[RunData], figs: dict) -> list[str]:
     dense_acc = _dense_accuracy(top, runs)
-    rows = [["dense", "–", "0.00%", "–", _acc(dense_acc), "–", "`dense.pt`"]]
+    n_val, n_test = _split_sizes(runs)
+    dense_val = next((r.manifest.get("dense", {}).get("val_accuracy") for r in runs
+                      if r.manifest.get("dense", {}).get("val_accuracy") is not None), None)
+    rows = [["dense", "–", "0.00%", "–", with_ci(dense_val, n_val), with_ci(dense_acc, n_test), "–", "`dense.pt`"]]
     for r in runs:
         res = r.manifest.get("result") or {}
         if not r.complete:
-            rows.append([r.label, r.kind, "–", "–", f"unfinished (status {r.manifest.get('status', '?')})", "–", "–"])
+            rows.append([r.label, r.kind, "–", "–", "–", f"unfinished (status {r.manifest.get('status', '?')})", "–", "–"])
             continue
         delta = res["accuracy"] - dense_acc if dense_acc is not None else None
-        rows.append([r.label, r.kind, _pct(res["sparsity"]), _acc(res.get("acc_after_prune")), _acc(res["accuracy"]),
+        rows.append([r.label, r.kind, _pct(res["sparsity"]), _acc(res.get("acc_after_prune")),
+                     with_ci(res.get("val_accuracy"), n_val), with_ci(res["accuracy"], n_test),
                      "–" if delta is None else f"{delta:+.2f}", f"`{_link(r.rel, res['path'])}`"])
-    out = ["## Accuracy and sparsity", "",
-           _table(["model", "kind", "overall sparsity", "accuracy right after pruning (round 1)",
-                   "accuracy after retraining", "Δ vs dense (points)", "file"], rows, "llrrrrl"), ""]
+    split = (f"Validation: {n_val} training images held out (seeded, per class); every choice the toolchain "
+             f"makes reads them. Test: {n_test} images, reported here and read by nothing else."
+             if n_val else "**No validation split** (`--val-split 0`): choices were made on the test split, so "
+                           "the test accuracies below are optimistic.")
+    out = ["## Accuracy and sparsity", "", split + " Brackets: 95% Wilson intervals.", "",
+           _table(["model", "kind", "overall sparsity", "test accuracy right after pruning (round 1)",
+                   "validation accuracy", "test accuracy after retraining", "Δ vs dense (points)", "file"], rows,
+                  "llrrrrrl"), ""]
     kinds = sorted({r.kind for r in runs})
     out += [f"Sparsity definitions: " + "; ".join(f"**{k}**: {DEFINITIONS.get(k, k)}" for k in kinds) + ".", ""]
     if "accuracy" in figs:
         out += [f"![accuracy vs sparsity](figures/{figs['accuracy'].name})", ""]
     return out
+
+
+def _confidence_section(runs: list[RunData]) -> list[str]:
+    """Paired sentences on the test images: each model vs dense, then the assignment's pairs."""
+    from .comparisons import correctness, one_seed, sentence
+
+    found = correctness({r.name: r.manifest for r in runs if r.complete})
+    results = one_seed(found) if len(found) > 1 else []
+    if not results:
+        return []
+    n = results[0]["n"]
+    return (["## How sure: paired comparisons on the test images", "",
+             f"Two models scored on the same {n} test images differ only where they disagree; McNemar's exact test "
+             "on those images gives the p-value, and the interval is that of the paired difference. One seed: "
+             "the training noise between seeds is not in these intervals (see `--seeds`).", ""]
+            + [f"- {sentence(r)}" for r in results] + [""])
 
 
 def _rounds_section(runs: list[RunData]) -> list[str]:
@@ -688,6 +720,7 @@ def write_report(run_dir: Path, *, mask_layer: str | None = None) -> Path:
     lines += _imported_section(runs)
     lines += _plan_section(runs)
     lines += _results_section(top, runs, figs)
+    lines += _confidence_section(runs)
     lines += _rounds_section(runs)
     lines += _layers_section(runs, figs)
     lines += _masks_section(runs, figs)
@@ -709,13 +742,18 @@ def _sweeps_section(folder: Path, runs: list[RunData]) -> list[str]:
             continue
         rel = _relative(path.parent, folder)
         rows = []
+        ev = doc.get("evaluator", {})
+        on = "validation" if ev.get("split") == "val" else "test"
         for c, t in (doc.get("tradeoffs") or {}).items():
             chosen = (_pct(t["sparsity"]) + (" (knee)" if t.get("by") == "knee" else "")) if t else "none"
-            rows.append([c, chosen, _acc(t["accuracy"]) if t else "–",
-                         f"{-t['drop']:+.2f}" if t else "–"])
+            rows.append([c, chosen, with_ci(t["accuracy"], ev.get("images")) if t else "–",
+                         f"{-t['drop']:+.2f}" if t else "–",
+                         with_ci(t.get("test_accuracy"), ev.get("test_images")) if t else "–"])
         out += [f"### Sweep `{rel}`: one-shot {doc.get('kind')} pruning, {doc.get('grid', {}).get('points', '?')} points, "
-                f"dense {_acc(doc.get('dense_accuracy'))}", "", f"Trade-off rule: {doc.get('rule', '')}.", "",
-                _table(["criterion", "trade-off sparsity", "accuracy", "Δ vs dense"], rows), "",
+                f"dense {_acc(doc.get('dense_accuracy'))} ({on})", "",
+                f"Trade-off rule: {doc.get('rule', '')}; chosen on the {on} split.", "",
+                _table(["criterion", "trade-off sparsity", f"{on} accuracy", "Δ vs dense", "test accuracy (reported)"],
+                       rows), "",
                 f"![sweep]({rel}/sweep.png)", "", f"![trade-off layers]({rel}/tradeoff_layers.png)", ""]
     for path in sorted(folder.rglob("sensitivity.json")):
         doc = read_json(path)

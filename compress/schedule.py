@@ -26,7 +26,7 @@ from .masks import MaskEnforcer, apply_masks
 from .models import ModelSpec
 from .ratios import planned_sparsity
 from .sparsity import sparsity_report, write_report
-from .train import TrainConfig, evaluate, train
+from .train import TrainConfig, correct_per_image, evaluate, train
 
 REWINDS = ("finetune", "lr", "weights")
 SCHEDULES = ("geometric", "linear")
@@ -169,11 +169,12 @@ def prune(job: PruneJob, dense: dict, data: Dataset, run_dir: Path, *, device: t
     dense_acc = dense["meta"].get("accuracy")
     if dense_acc is None:
         dense_acc = evaluate(model, data, device)[0]
+    dense_record = {"path": str(dense_path) if dense_path else None, "accuracy": dense_acc,
+                    "meta_epochs": dense["meta"].get("epochs"), **scored(model, data, device)}
 
     manifest = {
         "format": "compress-run/1", "status": "running", "job": job.to_dict(), "model": spec.to_dict(),
-        "dataset": data.describe(), "dense": {"path": str(dense_path) if dense_path else None, "accuracy": dense_acc,
-                                               "meta_epochs": dense["meta"].get("epochs")},
+        "dataset": data.describe(), "dense": dense_record,
         "versions": versions(), "device": str(device), "rounds": [], "run_dir": str(run.path),
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
     }
@@ -210,6 +211,7 @@ def prune(job: PruneJob, dense: dict, data: Dataset, run_dir: Path, *, device: t
         masks = compute_masks(job, model, ratios_k, data, masks, example, groups)
         apply_masks(model, masks)
         acc_pruned = evaluate(model, data, device)[0]
+        val_pruned = evaluate(model, data, device, split="val")[0] if data.has_val else None
         if rewind_state is not None:  # lottery ticket: surviving weights back to their early values
             load_state(model, rewind_state, spec.name)
             apply_masks(model, masks)
@@ -221,6 +223,8 @@ def prune(job: PruneJob, dense: dict, data: Dataset, run_dir: Path, *, device: t
         report = sparsity_report(model, job.kind if job.kind != "nm" else "unstructured")
         record = {"round": k + 1, "target": round(targets[k], 4), "sparsity": report["overall"],
                   "acc_after_prune": round(acc_pruned, 2), "acc_after_retrain": round(result.test_acc, 2),
+                  **({"val_after_prune": round(val_pruned, 2), "val_after_retrain": round(result.val_acc, 2)}
+                     if data.has_val else {}),
                   "epochs": budgets[k], "seconds": round(time.perf_counter() - t0, 1),
                   "history": result.history}
         save_checkpoint(run.round_path(k + 1), _payload(job, spec, model, masks, data, record, dense_acc, manifest))
@@ -242,12 +246,24 @@ def prune(job: PruneJob, dense: dict, data: Dataset, run_dir: Path, *, device: t
     report = sparsity_report(model, job.kind if job.kind != "nm" else "unstructured")
     write_report(report, run.path / "sparsity.json")
     manifest.update(status="complete", finished=datetime.datetime.now().isoformat(timespec="seconds"),
-                    result={"path": name, "accuracy": acc, "sparsity": report["overall"],
+                    result={"path": name, "accuracy": acc, "sparsity": report["overall"], **scored(model, data, device),
                             "acc_after_prune": manifest["rounds"][0]["acc_after_prune"],
                             "planned_sparsity": planned_sparsity(model, job.kind if job.kind != "nm" else "unstructured",
                                                                  job.ratios) if job.kind != "nm" else report["overall"]})
     run.write(manifest)
     return manifest
+
+
+def scored(model: nn.Module, data: Dataset, device) -> dict:
+    """Per-image correctness on test (and validation), packed: what paired comparisons between
+    runs read later, without the models (see stats.paired)."""
+    from .stats import pack_correct
+
+    doc = {"test_correct": pack_correct(correct_per_image(model, data, device))}
+    if data.has_val:
+        right = correct_per_image(model, data, device, split="val")
+        doc.update(val_accuracy=round(100 * sum(right) / len(right), 2), val_correct=pack_correct(right))
+    return doc
 
 
 def _payload(job, spec, model, masks, data, record, dense_acc, manifest) -> dict:
@@ -259,6 +275,7 @@ def _payload(job, spec, model, masks, data, record, dense_acc, manifest) -> dict
         "meta": {"prune_kind": job.kind, "method": job.method, "target": job.target, "rounds": job.rounds,
                  "round": record["round"], "criterion": job.criterion, "ratios": job.ratios,
                  "sparsity": record["sparsity"], "accuracy": record["acc_after_retrain"],
+                 "val_accuracy": record.get("val_after_retrain"),
                  "acc_after_prune": record["acc_after_prune"], "dense_accuracy": dense_acc,
                  "dataset": data.describe(), "seed": job.retrain.seed, "versions": manifest["versions"],
                  "job": job.to_dict()},

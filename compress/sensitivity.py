@@ -185,7 +185,7 @@ def run_sensitivity(ckpt: dict, data: Dataset, opts: SensitivityOptions, out_dir
     if opts.criterion == "taylor":
         scores = scores_for("taylor", opts.kind, model, {n: 0.5 for n in params}, data, example)
     reference = copy.deepcopy(model)  # the original weights, for scores and masks
-    evaluator = Evaluator(data, device)
+    evaluator = Evaluator(data, device, split=data.choice_split)  # the proposal reads validation only
     t_start = time.perf_counter()
     dense_acc = evaluator.accuracy(model)
 
@@ -225,6 +225,8 @@ def run_sensitivity(ckpt: dict, data: Dataset, opts: SensitivityOptions, out_dir
         "kind": opts.kind, "definition": DEFINITIONS[opts.kind], "criterion": opts.criterion, "ratios": ratios,
         "recalibrate_bn_images": opts.recalibrate_bn * 128,
         "target": target, "dense_accuracy": round(dense_acc, 2),
+        "choices_on": "validation" if data.has_val else "test (no validation split: --val-split 0)",
+        "images": evaluator.images,
         "layers": [{"label": u.label, "params": u.params, "shape": u.shape, "units": u.size,
                     "accuracy": dict(zip([f"{r:g}" for r in ratios], [x["accuracy"] for x in rows if x["layer"] == u.label])),
                     "drop": dict(zip([f"{r:g}" for r in ratios], curves[u.label][1])),
@@ -279,7 +281,7 @@ def _write(out_dir, summary, rows, proposed, spec, opts, source) -> dict[str, Pa
     p = summary["proposal"]
     kind, target = summary["kind"], summary["target"]
     header = (f"Layer ratios proposed by `compress sensitivity` for {spec.name} (width {spec.width:g}) from {source or 'a checkpoint'},\n"
-              f"on {summary['dataset']['name']} ({summary['dataset']['test_images']} test images, dense {summary['dense_accuracy']:.2f}%).\n"
+              f"on {summary['dataset']['name']} ({summary['images']} {summary['choices_on']} images, dense {summary['dense_accuracy']:.2f}%).\n"
               f"Each layer was pruned alone ({opts.criterion}, one-shot"
               f"{f', BatchNorm re-estimated on {opts.recalibrate_bn * 128} images' if opts.recalibrate_bn else ''}) "
               f"at ratios {', '.join(f'{r:g}' for r in summary['ratios'])};\n"
@@ -296,5 +298,6 @@ def _write(out_dir, summary, rows, proposed, spec, opts, source) -> dict[str, Pa
     files["png"] = plots.sensitivity_figure(
         labels, summary["ratios"], drops, out_dir / "sensitivity.png",
         proposed={l["label"]: l["proposed"] for l in summary["layers"]}, target=target, kind=kind,
-        dense_acc=summary["dense_accuracy"], sizes=[l["units"] for l in summary["layers"]])
+        dense_acc=summary["dense_accuracy"], sizes=[l["units"] for l in summary["layers"]],
+        split="val" if summary["choices_on"] == "validation" else "test", images=summary["images"])
     return files

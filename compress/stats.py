@@ -22,6 +22,45 @@ def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def interval(accuracy: float, n: int) -> tuple[float, float]:
+    """Wilson 95% interval, in points, of an accuracy (%) measured on `n` images."""
+    return tuple(100 * v for v in wilson(round(accuracy * n / 100), n))
+
+
+def with_ci(accuracy: float | None, n: int | None, digits: int = 2) -> str:
+    """'72.86% (95% CI 70.1–75.4)': an accuracy as the report and the CLI print it."""
+    if accuracy is None:
+        return "-"
+    if not n:
+        return f"{accuracy:.{digits}f}%"
+    lo, hi = interval(accuracy, n)
+    return f"{accuracy:.{digits}f}% ({lo:.1f}–{hi:.1f})"
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, 0.0
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def pack_correct(correct: list[bool]) -> str:
+    """Per-image correctness as hex (one bit per image): small enough for a manifest, exact
+    enough for paired tests later without the model or the data."""
+    bits = bytearray((len(correct) + 7) // 8)
+    for i, c in enumerate(correct):
+        if c:
+            bits[i // 8] |= 1 << (i % 8)
+    return f"{len(correct)}:{bits.hex()}"
+
+
+def unpack_correct(packed: str) -> list[bool]:
+    n, hexbits = packed.split(":", 1)
+    bits = bytes.fromhex(hexbits)
+    return [bool(bits[i // 8] >> (i % 8) & 1) for i in range(int(n))]
+
+
 def mcnemar_exact(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value: P(a split at least as uneven as b:c | b + c discordant
     pairs, each equally likely either way)."""
@@ -46,12 +85,3 @@ def paired(a_correct: list[bool], b_correct: list[bool], z: float = 1.96) -> dic
     return {"n": n, "acc_a": 100 * sum(a_correct) / n, "acc_b": 100 * sum(b_correct) / n,
             "diff_points": 100 * diff, "ci_points": (100 * (diff - z * se), 100 * (diff + z * se)),
             "only_a": b, "only_b": c, "p_value": mcnemar_exact(b, c)}
-
-
-def sentence(name_a: str, name_b: str, result: dict, alpha: float = 0.05) -> str:
-    """'A - B = +0.8 points (95% CI -1.1 to +2.7, p = 0.41): not distinguishable on 1017 images'."""
-    lo, hi = result["ci_points"]
-    verdict = (f"not distinguishable on {result['n']} images" if result["p_value"] >= alpha
-               else f"{name_a if result['diff_points'] > 0 else name_b} is better (p < {alpha:g})")
-    return (f"{name_a} − {name_b} = {result['diff_points']:+.2f} points (95% CI {lo:+.2f} to {hi:+.2f}, "
-            f"McNemar p = {result['p_value']:.2g}): {verdict}")

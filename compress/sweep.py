@@ -14,7 +14,10 @@ one-shot accuracy is kept beside it.
 The trade-off rule: walking up the grid, the trade-off is the last point before accuracy
 first falls more than `tolerance` points below dense (the highest sparsity within tolerance
 that is not preceded by a breakdown; a lucky point after the curve has collapsed does not count).
-The default tolerance is one point or two standard errors of an accuracy on the test set,
+Every point is measured on the validation split (the choice reads nothing else) and, for the
+report only, on the test split; without a validation split (--val-split 0) the test split is
+both, and the outputs say so.
+The default tolerance is one point or two standard errors of an accuracy on the split it reads,
 whichever is larger: on the 1017-image sample one standard error is 1.4 points, so a fixed
 one-point rule would stop at the first unlucky point (measured: the 80% point of VGG13 sat
 1.5 points below dense while 81-85% sat 1.1-2.1 below, and the rule fell back to the knee at
@@ -169,17 +172,17 @@ def knee(ordered: list[dict]) -> dict | None:
 
 # --------------------------------------------------------------------------- fast evaluation
 class Evaluator:
-    """Test accuracy of a (masked) model with BatchNorm folded into its convs.
+    """Accuracy of a (masked) model on one split, with BatchNorm folded into its convs.
 
-    The test batches are normalised once; folding halves the work of BN-heavy CNNs in
+    The batches are normalised once; folding halves the work of BN-heavy CNNs in
     eval mode and gives the same predictions up to float rounding. Models FX cannot trace
     are evaluated as they are.
     """
 
-    def __init__(self, data: Dataset, device: torch.device, batch_size: int = 500):
-        self.device = device
+    def __init__(self, data: Dataset, device: torch.device, batch_size: int = 500, split: str = "test"):
+        self.device, self.split = device, split
         self.batches = [(xb.to(device).contiguous(memory_format=torch.channels_last), yb.to(device))
-                        for xb, yb in eval_loader(data, batch_size)]
+                        for xb, yb in eval_loader(data, batch_size, split)]
         self.images = sum(int(yb.numel()) for _, yb in self.batches)
 
     @torch.no_grad()
@@ -481,9 +484,11 @@ def run_sweep(ckpt: dict, data: Dataset, opts: SweepOptions, out_dir: Path, *, d
     spec, model, original, example = prepare_analysis(
         ckpt, data, device, out_dir, ("sweep.csv", "sweep.json", "sweep.png", "tradeoff_layers.json",
                                       "tradeoff_layers.png"), force)
-    evaluator = Evaluator(data, device)
+    evaluator = Evaluator(data, device, split=data.choice_split)  # what the trade-off reads
+    tester = Evaluator(data, device) if data.has_val else None  # reported beside it, never read by a choice
     t_start = time.perf_counter()
     dense_acc = evaluator.accuracy(model)
+    dense_test = tester.accuracy(model) if tester else dense_acc
     blocks = layer_blocks(model, example, opts.kind)
     groups = filter_groups(model, example) if opts.kind == "filter" else None
     tune_data = finetune_subset(data, opts.finetune_steps, opts.finetune_batch, opts.seed) if opts.finetune_steps else None
@@ -517,6 +522,7 @@ def run_sweep(ckpt: dict, data: Dataset, opts: SweepOptions, out_dir: Path, *, d
                     acc = evaluator.accuracy(model)
                 p = {"criterion": criterion, "target": target, "sparsity": round(sparsity, 6),
                      "accuracy": round(acc, 2), "drop": round(dense_acc - acc, 2),
+                     "test_accuracy": round(tester.accuracy(model) if tester else acc, 2),
                      "seconds": round(time.perf_counter() - t0, 3)}
                 if opts.treatment:
                     p["acc_oneshot"] = round(acc_oneshot, 2)
@@ -547,17 +553,20 @@ def run_sweep(ckpt: dict, data: Dataset, opts: SweepOptions, out_dir: Path, *, d
         "format": "compress-sweep/1", "source": source, "model": spec.to_dict(), "dataset": data.describe(),
         "kind": opts.kind, "definition": DEFINITIONS[opts.kind], "options": asdict(opts) | {"criteria": list(opts.criteria)},
         "grid": {"start": grid[0], "stop": grid[-1], "step": opts.step or DEFAULT_GRID[opts.kind][2], "points": len(grid)},
-        "dense_accuracy": round(dense_acc, 2), "tolerance": tol,
+        "choices_on": "validation" if tester else "test (no validation split: --val-split 0)",
+        "dense_accuracy": round(dense_acc, 2), "dense_test_accuracy": round(dense_test, 2), "tolerance": tol,
         "tolerance_source": "--tolerance" if opts.tolerance is not None else "default: max(1 point, 2 standard errors)",
         "rule": RULE.format(tol=tol),
         "treatment": opts.treatment or "none (pure one-shot)",
-        # binomial standard error of one accuracy on this test set: differences below it are noise
+        # binomial standard error of one accuracy on the split the choice reads: differences below it are noise
         "standard_error": round(se, 2),
-        "tradeoffs": {c: (None if t is None else {k: t[k] for k in ("target", "sparsity", "accuracy", "drop", "by")})
+        "tradeoffs": {c: (None if t is None else {k: t[k] for k in ("target", "sparsity", "accuracy", "drop", "by",
+                                                                    "test_accuracy")})
                       for c, t in tradeoffs.items()},
         "breakdown": {c: _first_below(curves[c], dense_acc, tol) for c in opts.criteria},
         "seconds": round(seconds, 1), "seconds_per_point": round(sum(p["seconds"] for p in points) / len(points), 3),
-        "evaluator": {"images": evaluator.images, "batchnorm_folded": True, "device": str(device)},
+        "evaluator": {"images": evaluator.images, "split": evaluator.split, "test_images": (tester or evaluator).images,
+                      "batchnorm_folded": True, "device": str(device)},
         "machine": machine(), "command": command, "points": points,
     }
     files = _write_sweep(out_dir, summary, curves, tradeoffs, layers_doc, opts, spec)
@@ -575,7 +584,8 @@ def _write_sweep(out_dir: Path, summary, curves, tradeoffs, layers_doc, opts: Sw
     from . import plots
 
     files = {}
-    cols = ["criterion", "target", "sparsity", "accuracy", "drop"] + (["acc_oneshot"] if opts.treatment else []) + ["seconds"]
+    cols = (["criterion", "target", "sparsity", "accuracy", "drop"] + (["acc_oneshot"] if opts.treatment else [])
+            + ["test_accuracy", "seconds"])
 
     def write_csv(tmp: Path):
         with tmp.open("w", newline="") as f:
@@ -589,11 +599,12 @@ def _write_sweep(out_dir: Path, summary, curves, tradeoffs, layers_doc, opts: Sw
     files["tradeoff_json"] = atomic_write(out_dir / "tradeoff_layers.json",
                                           lambda tmp: tmp.write_text(json.dumps(layers_doc, indent=2)))
     title = (f"One-shot {opts.kind} pruning sweep of {spec.name} (width {spec.width:g})\n"
-             f"{opts.allocation} allocation · {summary['dataset']['name']}, {summary['dataset']['test_images']} test images")
+             f"{opts.allocation} allocation · {summary['dataset']['name']}, chosen on {summary['evaluator']['images']} "
+             f"{'validation' if summary['evaluator']['split'] == 'val' else 'TEST (no validation split)'} images")
     files["png"] = plots.sweep_figure(curves, summary["dense_accuracy"], out_dir / "sweep.png", kind=opts.kind,
                                       tolerance=summary["tolerance"], tradeoffs=tradeoffs, title=title,
                                       standard_error=summary["standard_error"], images=summary["evaluator"]["images"],
-                                      treatment=opts.treatment)
+                                      treatment=opts.treatment, split=summary["evaluator"]["split"])
     files["tradeoff_png"] = tradeoff_figure(layers_doc, out_dir / "tradeoff_layers.png", spec)
     return files
 

@@ -36,7 +36,7 @@ class TrainConfig:
     schedule: str = "cosine"  # "cosine" | "onecycle" (linear decay) | "constant"
     final_lr_fraction: float = 0.0  # lr at the last step, as a fraction of the peak
     seed: int = 0
-    eval_every: int = 1  # evaluate on the test split every N epochs (0: only at the end)
+    eval_every: int = 1  # evaluate on the validation split every N epochs (0: only at the end); test once, at the end
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,6 +47,8 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     test_acc: float = float("nan")
     test_loss: float = float("nan")
+    val_acc: float = float("nan")  # nan without a validation split
+    val_loss: float = float("nan")
     seconds: float = 0.0
     images_per_s: float = 0.0
 
@@ -206,16 +208,20 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
                       "train_acc": round(100 * correct.item() / seen, 2),
                       "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
                       "images_per_s": round(seen / seconds, 1)}
+            # per epoch the split choices read (validation); test only once, on the final model
             if (cfg.eval_every and epoch % cfg.eval_every == 0) or epoch == cfg.epochs:
-                acc, tloss = evaluate(model, data, device)
-                record.update(test_acc=round(acc, 2), test_loss=round(tloss, 4))
-                result.test_acc, result.test_loss = acc, tloss
+                if data.has_val:
+                    result.val_acc, result.val_loss = evaluate(model, data, device, split="val")
+                    record.update(val_acc=round(result.val_acc, 2), val_loss=round(result.val_loss, 4))
+                if epoch == cfg.epochs or not data.has_val:
+                    result.test_acc, result.test_loss = evaluate(model, data, device)
+                    record.update(test_acc=round(result.test_acc, 2), test_loss=round(result.test_loss, 4))
             if enforcer:
                 enforcer.check()
             result.history.append(record)
             summary = (f"epoch {epoch}/{cfg.epochs}  loss {record['train_loss']:.3f}  train {record['train_acc']:.1f}%"
                        f"  {_last_test(result)}  {record['images_per_s']:.0f} img/s")
-            if show:  # the bar keeps this epoch's test accuracy, not the one before
+            if show:  # the bar keeps this epoch's accuracy, not the one before
                 bar.update(task, status=summary)
             if show and not err.is_terminal:  # logs and CI: a line per epoch instead of a live bar
                 err.print(f"{label}: {summary}")
@@ -229,6 +235,6 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
 
 def _last_test(result: TrainResult) -> str:
     for h in reversed(result.history):
-        if "test_acc" in h:
-            return f"test {h['test_acc']:.1f}%"
+        if "val_acc" in h or "test_acc" in h:
+            return "  ".join(f"{name} {h[key]:.1f}%" for key, name in (("val_acc", "val"), ("test_acc", "test")) if key in h)
     return ""

@@ -22,10 +22,11 @@ def test_train_one_epoch_writes_a_safe_checkpoint(tmp_path, capsys):
     ckpt = torch.load(out, weights_only=True)
     meta = ckpt["meta"]
     assert ckpt["kind"] == "dense" and meta["complete"] and meta["epochs"] == 1
-    assert meta["dataset"]["train_images"] == 4068 and meta["dataset"]["name"] == "cifar10-sample"
+    assert meta["dataset"]["train_images"] == 3254 and meta["dataset"]["val_images"] == 814  # auto: a fifth held out
+    assert meta["dataset"]["name"] == "cifar10-sample" and meta["val_accuracy"] is not None
     assert 0 <= meta["accuracy"] <= 100 and meta["versions"]["torch"]
     assert ckpt["model"] == {"name": "vgg11", "num_classes": 10, "width": 0.125, "image_size": 32, "in_channels": 3}
-    assert "final test accuracy" in stdout
+    assert "validation" in stdout and "Wilson" in stdout
     # refuses to overwrite without --force, before any training
     code, _, err = run(["train", "--model", "vgg11", "--epochs", "1", "--data", "sample", "--out", str(out)], capsys)
     assert code == 2 and "already exists" in err and "--force" in err
