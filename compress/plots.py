@@ -240,7 +240,7 @@ def sweep_figure(curves: dict[str, list[dict]], dense_acc: float, path: Path, *,
     split_name = "validation" if split == "val" else "test"
     fig = _figure(8.0, 5.0)
     ax = fig.add_subplot()
-    ax.axhline(dense_acc, color=DENSE_COLOR, ls="--", lw=1.2, label=f"dense ({dense_acc:.2f}%)")
+    ax.axhline(dense_acc, color=DENSE_COLOR, ls="--", lw=1.2, label=f"dense ({dense_acc:.2f}% on {split_name})")
     se = f" (one standard error on {images} images: {standard_error:.1f})" if standard_error is not None and images else ""
     ax.axhspan(dense_acc - tolerance, dense_acc, color="#999999", alpha=0.3, lw=0,
                label=f"within {tolerance:g} point{'s' if tolerance != 1 else ''} of dense{se}")

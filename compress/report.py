@@ -316,7 +316,9 @@ def _confidence_section(runs: list[RunData]) -> list[str]:
     return (["## How sure: paired comparisons on the test images", "",
              f"Two models scored on the same {n} test images differ only where they disagree; McNemar's exact test "
              "on those images gives the p-value, and the interval is that of the paired difference. One seed: "
-             "the training noise between seeds is not in these intervals (see `--seeds`).", ""]
+             "the training noise between seeds is not in these intervals (see `--seeds`). "
+             f"{len(results)} comparisons at the 5% level: about {len(results) / 20:.1f} 'better' verdicts are "
+             "expected by chance alone (no correction for multiple comparisons is applied).", ""]
             + [f"- {sentence(r)}" for r in results] + [""])
 
 

@@ -18,10 +18,11 @@ Every point is measured on the validation split (the choice reads nothing else) 
 report only, on the test split; without a validation split (--val-split 0) the test split is
 both, and the outputs say so.
 The default tolerance is one point or two standard errors of an accuracy on the split it reads,
-whichever is larger: on the 1017-image sample one standard error is 1.4 points, so a fixed
-one-point rule would stop at the first unlucky point (measured: the 80% point of VGG13 sat
-1.5 points below dense while 81-85% sat 1.1-2.1 below, and the rule fell back to the knee at
-92%, 15 points down; with 2.7 points it picks 84%, 2.0 down). On full CIFAR-10 (10,000 test images) it stays one point.
+whichever is larger: on the sample's 814 validation images one standard error is 1.6 points
+(3.2 as tolerance), so a fixed one-point rule would stop at the first unlucky point (measured
+on the test split before there was a validation split: the 80% point of VGG13 sat 1.5 points
+below dense while 81-85% sat 1.1-2.1 below, and the rule fell back to the knee at 92%, 15
+points down). On full CIFAR-10 (5000 validation images) it stays one point.
 """
 from __future__ import annotations
 
@@ -127,13 +128,13 @@ def sparsity_grid(start: float, stop: float, step: float) -> list[float]:
 
 
 def standard_error(accuracy: float, images: int) -> float:
-    """Binomial standard error, in points, of an accuracy measured on `images` test images."""
+    """Binomial standard error, in points, of an accuracy measured on `images` images."""
     p = accuracy / 100
     return 100 * math.sqrt(p * (1 - p) / max(images, 1))
 
 
 def default_tolerance(dense_acc: float, images: int) -> float:
-    """One point, or two standard errors when the test set is too small for one point to be signal."""
+    """One point, or two standard errors when the split is too small for one point to be signal."""
     return max(1.0, round(2 * standard_error(dense_acc, images), 1))
 
 

@@ -60,6 +60,22 @@ def test_calibration_reads_the_training_split_only(fp32, small, tmp_path, monkey
     assert not any(c in test for c in calibrated)
 
 
+def test_the_drop_gate_reads_validation_when_there_is_one(fp32, small, tmp_path):
+    """The validation images are the test images here, with the test split blanked: the gate reads
+    the real images (the numbers a plain run reports as test), the report keeps the blank test split."""
+    import dataclasses
+
+    import torch
+
+    data = dataclasses.replace(small, val_x=small.test_x, val_y=small.test_y, test_x=torch.zeros_like(small.test_x),
+                               extra={"val_split": {"fraction": 0}})
+    r = quantize(fp32, tmp_path / "q.onnx", data, calibration=64, max_drop=100)
+    plain = quantize(fp32, tmp_path / "p.onnx", small, calibration=64, max_drop=100)
+    assert r["gate"] == {"split": "val", "drop": r["val_drop"]} and plain["gate"]["split"] == "test"
+    assert (r["val_fp32_acc"], r["val_int8_acc"]) == (plain["fp32_acc"], plain["int8_acc"])
+    assert r["val_images"] == r["test_images"] == small.test_x.shape[0]
+
+
 def test_drop_over_max_fails_and_keeps_fp32(fp32, tmp_path, capsys):
     out = tmp_path / "q.onnx"
     # a negative threshold fails any model: the path of a real accuracy drop, deterministically
