@@ -319,7 +319,19 @@ def _confidence_section(runs: list[RunData]) -> list[str]:
              "the training noise between seeds is not in these intervals (see `--seeds`). "
              f"{len(results)} comparisons at the 5% level: about {len(results) / 20:.1f} 'better' verdicts are "
              "expected by chance alone (no correction for multiple comparisons is applied).", ""]
-            + [f"- {sentence(r)}" for r in results] + [""])
+            + [f"- {sentence(r)}" for r in results] + [""] + _on_validation(runs))
+
+
+def _on_validation(runs: list[RunData]) -> list[str]:
+    """The same comparisons on the validation split: what to choose a recipe by."""
+    from .comparisons import correctness, one_seed, sentence
+
+    results = one_seed(correctness({r.name: r.manifest for r in runs if r.complete}, "val"))
+    if not results:
+        return []
+    return (["To choose between these recipes for another run, compare them on the validation split (the test "
+             "split above is the report; choosing by it would make its numbers optimistic):", ""]
+            + [f"- validation: {sentence(r)}" for r in results] + [""])
 
 
 def _rounds_section(runs: list[RunData]) -> list[str]:

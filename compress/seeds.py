@@ -111,15 +111,20 @@ def summarize(by_seed: dict[int, dict[str, dict]], *, what: str, dense: str, com
                 mean, sd = mean_sd(values)
                 m[f"{split}_mean"], m[f"{split}_sd"] = round(mean, 2), round(sd, 2)
         m["sparsity_mean"] = sum(m["sparsity"].values()) / len(m["sparsity"])
-    found = [correctness(by_seed[s]) for s in seeds]
-    comparisons = across_seeds(found) if all(len(f) > 1 for f in found) else []
-    for c in comparisons:
-        c["sentence"] = sentence(c)
+    comparisons, on_val = (pooled([correctness(by_seed[s], split) for s in seeds]) for split in ("test", "val"))
     return {"format": "compress-seeds/1", "what": what, "seeds": seeds, "dense": dense,
             "dataset": {k: ds.get(k) for k in ("name", "train_images", "val_images", "test_images", "choices_on")},
-            "model": first.get("model", {}), "models": models, "comparisons": comparisons,
+            "model": first.get("model", {}), "models": models, "comparisons": comparisons, "val_comparisons": on_val,
             "folders": {s: f"seed_{s}" for s in seeds}, "command": command, "started": started,
             "finished": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+def pooled(found: list[dict]) -> list[dict]:
+    """Paired comparisons over seeds, each with its sentence (none when a seed lacks the data)."""
+    results = across_seeds(found) if all(len(f) > 1 for f in found) else []
+    for c in results:
+        c["sentence"] = sentence(c)
+    return results
 
 
 def write_summary(root: Path, summary: dict) -> dict[str, Path]:
@@ -166,6 +171,11 @@ def report_lines(s: dict) -> list[str]:
         for c in s["comparisons"]:
             lines.append(f"- {c['sentence']} (per seed: {', '.join(f'{d:+.2f}' for d in c['per_seed_points'])})")
         lines.append("")
+    if s.get("val_comparisons"):
+        lines += ["### The same comparisons on the validation split", "",
+                  "To choose between these recipes for another run, read these (the test split above is the "
+                  "report; choosing by it would make its numbers optimistic).", ""]
+        lines += [f"- {c['sentence']}" for c in s["val_comparisons"]] + [""]
     lines += ["## Per-seed folders", ""] + [f"- seed {k}: [`{v}/`]({v}/) (its own report: `{v}/report.md`)"
                                             for k, v in s["folders"].items()]
     if s.get("command"):
