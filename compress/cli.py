@@ -420,6 +420,7 @@ class _Prune(Command):
         sparsity = json.loads((Path(manifest["run_dir"]) / "sparsity.json").read_text())
         out.print(sparsity_table(sparsity, f"sparsity of {manifest['result']['path']}"))
         out.print(prune_summary(manifest))
+        print_comparisons({"run": manifest})
         out.print(artifacts_table(manifest))
         if manifest.get("plan"):
             from .planner import bench_check
@@ -455,6 +456,15 @@ class _Prune(Command):
                             seed_dense=args.seed_dense, shared_checkpoint=opts.checkpoint is not None,
                             command=args.argv)
         return 0 if summary["models"] else 1
+
+
+def print_comparisons(manifests: dict[str, dict]) -> None:
+    """The paired sentences (McNemar on the test images) for the runs just made."""
+    from .comparisons import correctness, one_seed, sentence
+
+    found = correctness({k: m for k, m in manifests.items() if m.get("status") == "complete"})
+    for r in one_seed(found) if len(found) > 1 else []:
+        out.print(sentence(r), soft_wrap=True)
 
 
 def parse_nm(text: str) -> tuple[int, int]:
@@ -592,6 +602,9 @@ class All(Command):
         manifest = run_all(base, {"unstructured": args.unstructured_ratio, "filter": args.filter_ratio}, data, device,
                            suite_dir, rounds=args.imp)
         out.print(suite_summary(manifest, suite_dir))
+        from .seeds import load_seed_manifests
+
+        print_comparisons(load_seed_manifests(suite_dir))
         return 0
 
 
