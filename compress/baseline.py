@@ -17,6 +17,7 @@ import torch
 
 from .checkpoint import check_writable, load_checkpoint, save_checkpoint
 from .data import Dataset
+from .distributed import agree, barrier
 from .env import versions
 from .errors import CompressError
 from .models import ModelSpec
@@ -47,7 +48,7 @@ def default_rewind_epoch(epochs: int) -> int:
 
 
 def train_baseline(spec: ModelSpec, data: Dataset, cfg: TrainConfig, out: Path, *, device: torch.device,
-                   force: bool = False, show: bool = True) -> dict:
+                   force: bool = False, show: bool = True, sync_bn: bool = False) -> dict:
     """Train a dense model from scratch and save it to `out`; returns the final checkpoint dict."""
     out = check_writable(Path(out), force=force)
     # the initial weights are a function of the seed alone, not of whatever the command drew
@@ -91,8 +92,15 @@ def train_baseline(spec: ModelSpec, data: Dataset, cfg: TrainConfig, out: Path, 
             state["last"] = epoch
             save_checkpoint(out, payload(epoch, record, complete=False))
 
+    from .distributed import current
+
+    if not current().main:  # under torchrun only rank 0 writes: the others train, wait for its files, return
+        train(model, data, cfg, device=device, label=f"dense {spec.name}", show=False, sync_bn=sync_bn)
+        barrier()
+        return payload(cfg.epochs, {}, complete=True)
     try:
-        result = train(model, data, cfg, device=device, label=f"dense {spec.name}", on_epoch=on_epoch, show=show)
+        result = train(model, data, cfg, device=device, label=f"dense {spec.name}", on_epoch=on_epoch, show=show,
+                       sync_bn=sync_bn)
     except TrainingDiverged as e:
         kept = f"epoch {state['last']} is kept at {out}" if state["last"] else "no epoch finished, nothing was written"
         raise CompressError(e.message, f"lower --lr; {kept}") from None
@@ -105,18 +113,17 @@ def train_baseline(spec: ModelSpec, data: Dataset, cfg: TrainConfig, out: Path, 
     save_checkpoint(out, final)
     if not rewind_path(out).exists():  # rewind epoch was not an evaluated one
         save_checkpoint(rewind_path(out), final | {"kind": "dense-rewind"})
+    barrier()  # under torchrun: the other ranks read these files next
     return final
 
 
 def get_baseline(spec: ModelSpec, data: Dataset, cfg: TrainConfig, *, device: torch.device,
-                 checkpoint: Path | None = None, show: bool = True) -> tuple[dict, Path]:
+                 checkpoint: Path | None = None, show: bool = True, sync_bn: bool = False) -> tuple[dict, Path]:
     """The dense checkpoint to prune: the one given, else a cached one, else train and cache it."""
     if checkpoint is not None:
         ckpt = load_checkpoint(checkpoint, kinds=("dense",))
         return ckpt, Path(checkpoint)
     path = cache_path(spec, data, cfg)
-    if path.exists():
-        ckpt = load_checkpoint(path, kinds=("dense",))
-        if ckpt["meta"].get("complete"):
-            return ckpt, path
-    return train_baseline(spec, data, cfg, path, device=device, force=True, show=show), path
+    if agree(path.exists() and bool(load_checkpoint(path, kinds=("dense",))["meta"].get("complete"))):
+        return load_checkpoint(path, kinds=("dense",)), path
+    return train_baseline(spec, data, cfg, path, device=device, force=True, show=show, sync_bn=sync_bn), path

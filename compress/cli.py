@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -91,6 +92,9 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int | None, lr: float | N
                    help="peak learning rate per 128 images, scaled with the batch size (default: the recipe's)")
     g.add_argument("--batch-size", type=positive_int, default=None, help="images per step (default: the recipe's)")
     g.add_argument("--seed", type=int, default=0, help="seed for init, shuffling and augmentation (default 0)")
+    g.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun: BatchNorm statistics over the global batch, not each process's share "
+                        "(for small per-process batches)")
 
 
 def add_seeds_args(p: argparse.ArgumentParser) -> None:
@@ -159,6 +163,40 @@ def load_data(args, device):
     if getattr(args, "mean", None) or getattr(args, "std", None):
         data = data.normalised(args.mean, args.std)
     return data.to(device)
+
+
+def data_parallel(args) -> tuple:
+    """Join torchrun's process group (a world of one otherwise) and this rank's device. Ranks other
+    than 0 train in step with it but write only to a private scratch folder, removed at exit, and
+    skip the deployment stages: the files a user sees are rank 0's alone."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from .distributed import setup
+    from .env import resolve_device
+
+    world, device = setup(resolve_device(args.device))
+    if world.distributed:
+        if getattr(args, "speedup", None) or getattr(args, "latency_ms", None):
+            raise CompressError("--speedup/--latency-ms do not run under torchrun (every rank would time the "
+                                "runtime at once)", "run compress plan as one process, then --config plan.yaml")
+        if getattr(args, "resume", False) and args.out is None:
+            raise CompressError("--resume under torchrun needs --out", "pass the run folder to continue")
+    if world.main:
+        return world, device
+    scratch = Path(tempfile.mkdtemp(prefix=f".compress-rank{world.rank}-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    if getattr(args, "out", None) is not None:
+        target = scratch / "out" / Path(args.out).name
+        if getattr(args, "resume", False) and Path(args.out).exists():  # the same state rank 0 resumes from
+            shutil.copytree(args.out, target)
+        args.out = target
+    elif hasattr(args, "out"):
+        args.out = scratch / "out" / "run"
+    for stage in STAGE_NAMES:
+        setattr(args, f"no_{stage}", True)
+    return world, device
 
 
 def split_data(args, data, ckpt: dict | None = None):
@@ -296,12 +334,18 @@ class Train(Command):
         source = source or "vgg13"
         cfg = train_config(args, dense_config(source))
         label = ModelSpec(source).label
+        world, device = data_parallel(args)
         path = args.out or Path("runs/dense") / f"{label}_dense_e{cfg.epochs}_s{cfg.seed}.pt"
         check_writable(path, force=args.force)
-        device = resolve_device(args.device)
         data = split_data(args, load_data(args, device))
         spec = ModelSpec(source, data.num_classes, args.width, data.image_size, args=model_args)
-        ckpt = train_baseline(spec, data, cfg, path, device=device, force=args.force)
+        if world.distributed:
+            out.print(f"data-parallel: {world.size} processes ({'NCCL' if device.type == 'cuda' else 'Gloo'}), global "
+                      f"batch {cfg.batch_size} = {cfg.batch_size // world.size} per process"
+                      f"{', BatchNorm synchronised' if args.sync_bn else ', BatchNorm per process'}")
+        ckpt = train_baseline(spec, data, cfg, path, device=device, force=args.force, sync_bn=args.sync_bn)
+        if not world.main:
+            return 0
         from .render import training_summary
 
         out.print(training_summary(ckpt, path))
@@ -388,11 +432,11 @@ class _Prune(Command):
         add_seeds_args(p)
 
     def run(self, args) -> int:
-        from .env import resolve_device
         from .pipeline import PruneOptions, run_prune
         from .presets import dense_config, retrain_config
         from .render import artifacts_table, prune_summary
 
+        world, device = data_parallel(args)
         source, model_args = model_source(args)
         retrain = train_config(args, retrain_config(source))
         dense = dense_config(source)
@@ -408,13 +452,14 @@ class _Prune(Command):
             model=source, model_args=model_args, width=args.width, checkpoint=args.checkpoint,
             trust_pickle=args.trust_pickle, dense=dense, retrain=retrain, out=args.out, resume=args.resume, force=args.force,
             stages=tuple(s for s in STAGE_NAMES if not getattr(args, f"no_{s}")), max_drop=args.max_drop,
-            command=args.argv, val_split=args.val_split,
+            command=args.argv, val_split=args.val_split, sync_bn=args.sync_bn,
             plan=plan_request(args, args.round_to or 16) if self.kind == "filter" else None)
-        device = resolve_device(args.device)
         data = load_data(args, device)
         if args.seeds:
             return self.run_seeds(args, opts, data, device)
         manifest = run_prune(opts, data, device)
+        if not world.main:
+            return 0
         from .sparsity import sparsity_table
 
         sparsity = json.loads((Path(manifest["run_dir"]) / "sparsity.json").read_text())
@@ -577,12 +622,12 @@ class All(Command):
         return 0 if summary["models"] else 1
 
     def run(self, args) -> int:
-        from .env import resolve_device
         from .models import ModelSpec
         from .pipeline import PruneOptions, run_all
         from .presets import dense_config, retrain_config
         from .render import suite_summary
 
+        world, device = data_parallel(args)
         source, model_args = model_source(args)
         dense = dense_config(source)
         dense = type(dense)(**{**dense.to_dict(), "seed": args.seed,
@@ -592,8 +637,7 @@ class All(Command):
                             retrain=train_config(args, retrain_config(source)),
                             resume=args.resume, force=args.force, command=args.argv, val_split=args.val_split,
                             stages=tuple(s for s in STAGE_NAMES if not getattr(args, f"no_{s}")),
-                            max_drop=args.max_drop)
-        device = resolve_device(args.device)
+                            max_drop=args.max_drop, sync_bn=args.sync_bn)
         data = load_data(args, device)
         suite_dir = args.out or Path("runs") / f"{ModelSpec(source or 'vgg13').label}_all"
         if args.seeds:
@@ -601,6 +645,8 @@ class All(Command):
                                   if args.out is None else suite_dir)
         manifest = run_all(base, {"unstructured": args.unstructured_ratio, "filter": args.filter_ratio}, data, device,
                            suite_dir, rounds=args.imp)
+        if not world.main:
+            return 0
         out.print(suite_summary(manifest, suite_dir))
         from .seeds import load_seed_manifests
 
@@ -609,6 +655,7 @@ class All(Command):
 
 
 # --------------------------------------------------------------------------- entry point
+DATA_PARALLEL = ("train", "unstructured", "filter", "nm", "all")  # the commands that run under torchrun
 COMMAND_MODULES = ("compress.cli_deploy", "compress.cli_analysis", "compress.cli_model", "compress.cli_plan")  # register more subcommands on import
 
 
@@ -645,16 +692,36 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     args.argv = ["compress", *(sys.argv[1:] if argv is None else argv)]
+    from . import distributed
+
+    if distributed.launched() and args.command not in DATA_PARALLEL:
+        err.print(f"[bold red]error:[/bold red] `compress {args.command}` does not run under torchrun yet; "
+                  f"run it as one process (data-parallel so far: {', '.join(DATA_PARALLEL)})", soft_wrap=True)
+        return 2
+    rank = int(os.environ.get("RANK", "0"))
+    if rank:  # under torchrun rank 0 speaks for all; the others only report their own errors
+        out.quiet = err.quiet = True
     try:
         return COMMANDS[args.command].run(args) or 0
     except CompressError as e:
         if args.debug:
             raise
-        err.print(f"[bold red]error:[/bold red] {e}", soft_wrap=True)
+        if rank:
+            print(f"error: (rank {rank}) {e}", file=sys.stderr)
+        else:
+            err.print(f"[bold red]error:[/bold red] {e}", soft_wrap=True)
         return e.exit_code
     except KeyboardInterrupt:
         err.print("interrupted; finished files are intact, unfinished ones were not written")
         return 130
+    except RuntimeError as e:
+        if not distributed.launched() or args.debug:
+            raise
+        print(f"error: (rank {rank}) the process group failed: {str(e).splitlines()[0]}; the other ranks stop "
+              f"too (within {distributed.TIMEOUT_S} s at most, COMPRESS_DIST_TIMEOUT)", file=sys.stderr)
+        return 1
+    finally:
+        distributed.teardown()
 
 
 if __name__ == "__main__":

@@ -374,8 +374,10 @@ class Loader:
         drop_last: bool = False,
         generator: torch.Generator | None = None,
         channels_last: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ):
         self.x, self.y, self.batch_size = x, y, batch_size
+        self.shard = shard  # (rank, ranks): this rank's equal slice of every batch, the randomness drawn for all
         self.shuffle, self.augment, self.pad, self.drop_last = shuffle, augment, pad, drop_last
         self.generator = generator
         self.channels_last = channels_last
@@ -391,22 +393,31 @@ class Loader:
         n, dev = self.x.shape[0], self.x.device
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         order = order.to(dev)
+        rank, ranks = self.shard
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            part = slice(rank * idx.numel() // ranks, (rank + 1) * idx.numel() // ranks)
+            # the random numbers are drawn for the whole batch, so every rank's generator stays in step
+            crop = self._crop_flip_params(idx.numel()) if self.augment else None
+            idx = idx[part]
             xb = self.x[idx]
-            if self.augment:
-                xb = self._crop_flip(xb)
+            if crop is not None:
+                xb = self._crop_flip(xb, crop[0][:, part], crop[1][part])
             xb = (xb.float() - self.mean) / self.std
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yield xb, self.y[idx]
 
-    def _crop_flip(self, xb: torch.Tensor) -> torch.Tensor:
+    def _crop_flip_params(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        shifts = torch.randint(0, 2 * self.pad + 1, (2, b), generator=self.generator)
+        flip = torch.rand(b, generator=self.generator) < 0.5
+        return shifts, flip
+
+    def _crop_flip(self, xb: torch.Tensor, shifts: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
         b, c, h, w = xb.shape
         p = self.pad
         padded = F.pad(xb, (p, p, p, p))
-        shifts = torch.randint(0, 2 * p + 1, (2, b), generator=self.generator).to(xb.device)
-        flip = (torch.rand(b, generator=self.generator) < 0.5).to(xb.device)
+        shifts, flip = shifts.to(xb.device), flip.to(xb.device)
         rows = shifts[0, :, None] + torch.arange(h, device=xb.device)
         cols = shifts[1, :, None] + torch.arange(w, device=xb.device)
         cols = torch.where(flip[:, None], cols.flip(1), cols)

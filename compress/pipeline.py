@@ -52,6 +52,7 @@ class PruneOptions:
     force: bool = False
     stages: tuple[str, ...] = STAGES
     max_drop: float = 1.0  # INT8 top-1 drop (points) that fails the quantize stage
+    sync_bn: bool = False  # under torchrun: BatchNorm over the global batch
     val_split: float | None = None  # --val-split for a model trained here (None: auto); a checkpoint keeps its own
     plan: object | None = None  # a planner.PlanRequest: ratios chosen for a measured speed-up (filter only)
     show: bool = True
@@ -106,7 +107,8 @@ def place_dense(opts: PruneOptions, spec: ModelSpec, given: dict | None, data: D
     if given is not None:
         dense, path = given, Path(opts.checkpoint)
     else:
-        dense, path = get_baseline(spec, data, opts.dense or dense_config(spec.name), device=device, show=opts.show)
+        dense, path = get_baseline(spec, data, opts.dense or dense_config(spec.name), device=device, show=opts.show,
+                                   sync_bn=opts.sync_bn)
     if not dest.exists():
         _link_or_copy(path, dest)
     return dense, path
@@ -260,7 +262,7 @@ def run_prune(opts: PruneOptions, data: Dataset, device: torch.device) -> dict:
         source = f"global {opts.criterion} ranking"
         out.print(ratio_table(trained, opts.kind, job.ratios, source))
     manifest = prune(job, dense, data, run_dir, device=device, resume=opts.resume, show=opts.show,
-                     dense_path=dense_path)
+                     dense_path=dense_path, sync_bn=opts.sync_bn)
     manifest["ratio_source"] = source
     manifest["command"] = opts.command
     bench_settings = None

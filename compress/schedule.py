@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from .checkpoint import atomic_write, load_checkpoint, load_state, model_from_checkpoint, save_checkpoint
 from .data import Dataset
+from .distributed import check_same
 from .env import versions
 from .errors import CompressError
 from .masks import MaskEnforcer, apply_masks
@@ -157,7 +158,7 @@ class Run:
 
 def prune(job: PruneJob, dense: dict, data: Dataset, run_dir: Path, *, device: torch.device,
           resume: bool = False, show: bool = True, dense_path: Path | None = None,
-          on_round=None) -> dict:
+          on_round=None, sync_bn: bool = False) -> dict:
     """Run OMP/IMP from a dense checkpoint; returns the manifest (with the result's path)."""
     job.validate()
     run = Run(run_dir)
@@ -209,6 +210,7 @@ def prune(job: PruneJob, dense: dict, data: Dataset, run_dir: Path, *, device: t
         t0 = time.perf_counter()
         ratios_k = round_ratios(job.ratios, job.target, targets[k])
         masks = compute_masks(job, model, ratios_k, data, masks, example, groups)
+        check_same(masks, f"the masks of round {k + 1}")  # computed on every rank from the same weights
         apply_masks(model, masks)
         acc_pruned = evaluate(model, data, device)[0]
         val_pruned = evaluate(model, data, device, split="val")[0] if data.has_val else None
@@ -218,7 +220,7 @@ def prune(job: PruneJob, dense: dict, data: Dataset, run_dir: Path, *, device: t
         cfg = round_config(job, k, budgets[k])
         label = f"{job.method.upper()} round {k + 1}/{job.rounds}" if job.rounds > 1 else f"{job.method.upper()}"
         result = train(model, data, cfg, device=device, masks=masks, show=show,
-                       label=f"{label} {100 * targets[k]:.1f}%")
+                       label=f"{label} {100 * targets[k]:.1f}%", sync_bn=sync_bn)
         MaskEnforcer(model, masks).check()  # pruned weights are still exactly zero
         report = sparsity_report(model, job.kind if job.kind != "nm" else "unstructured")
         record = {"round": k + 1, "target": round(targets[k], 4), "sparsity": report["overall"],

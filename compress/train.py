@@ -130,12 +130,20 @@ def correct_per_image(model: nn.Module, data: Dataset, device: torch.device | st
 
 def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu",
           masks: dict[str, torch.Tensor] | None = None, label: str = "train",
-          on_epoch: Callable[[int, dict], None] | None = None, show: bool = True) -> TrainResult:
+          on_epoch: Callable[[int, dict], None] | None = None, show: bool = True,
+          sync_bn: bool = False) -> TrainResult:
     """Train `model` in place on `data` (already on `device`); returns per-epoch history.
 
-    `on_epoch(epoch, record)` runs after each epoch (the CLI saves checkpoints there).
+    `on_epoch(epoch, record)` runs after each epoch (the CLI saves checkpoints there). Under
+    torchrun the model is wrapped in DistributedDataParallel and each rank trains on its slice of
+    every global batch of `cfg.batch_size` (see `distributed`); `sync_bn` normalises over the
+    global batch. Every rank evaluates the whole split; only rank 0 shows progress.
     """
+    from .distributed import current, shard_size, sync_batchnorm
+
     device = torch.device(device)
+    world = current()
+    show = show and world.main
     if cfg.epochs <= 0:
         raise CompressError(f"epochs must be positive (got {cfg.epochs})", "pass --epochs 1 or more")
     torch.manual_seed(cfg.seed)
@@ -145,12 +153,22 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
     enforcer = MaskEnforcer(model, masks) if masks else None
     if enforcer:
         enforcer.apply()
+    net = model
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
 
-    # ---- data: whole uint8 set on the device, batches cropped/flipped/normalised there
+        if sync_bn:
+            sync_batchnorm(model, device)
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    # ---- data: whole uint8 set on the device, batches cropped/flipped/normalised there; each
+    # rank takes its slice of every global batch (the randomness is drawn for the whole batch)
     generator = torch.Generator().manual_seed(cfg.seed)
     batch_size = min(cfg.batch_size, data.train_x.shape[0])
+    shard_size(batch_size, world)
     loader = Loader(data.train_x, data.train_y, batch_size, mean=data.mean, std=data.std, shuffle=True,
-                    augment=True, drop_last=True, generator=generator, channels_last=device.type == "cuda")
+                    augment=True, drop_last=True, generator=generator, channels_last=device.type == "cuda",
+                    shard=(world.rank, world.size))
     steps_per_epoch = len(loader)
     total_steps = cfg.epochs * steps_per_epoch
 
@@ -175,7 +193,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
             seen = 0
             for i, (xb, yb) in enumerate(loader):
                 with autocast(device):
-                    logits = model(xb)
+                    logits = net(xb)
                     loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -189,7 +207,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
                 seen += yb.numel()
                 if show and (i % 10 == 9 or i == steps_per_epoch - 1):
                     running = loss_sum.item() / seen
-                    if not math.isfinite(running):
+                    if not math.isfinite(running) and not world.distributed:  # ranks stop together, below
                         raise TrainingDiverged(epoch, i + 1)
                     rate = seen / (time.perf_counter() - t0)
                     bar.update(task, completed=step, status=(
@@ -199,6 +217,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
             train_seconds += seconds
+            if world.distributed:  # the epoch's loss and accuracy over every rank's images
+                loss_sum, correct, seen = _summed(loss_sum, correct, seen, device)
             train_loss = loss_sum.item() / seen
             if not math.isfinite(train_loss):
                 raise TrainingDiverged(epoch, steps_per_epoch)
@@ -231,6 +251,14 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
     result.images_per_s = sum(h["images_per_s"] * h["seconds"] for h in result.history) / max(train_seconds, 1e-9)
     model.eval()
     return result
+
+
+def _summed(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, device: torch.device):
+    import torch.distributed as dist
+
+    t = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=device)])
+    dist.all_reduce(t)
+    return t[0], t[1], int(t[2].item())
 
 
 def _last_test(result: TrainResult) -> str:
