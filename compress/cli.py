@@ -655,7 +655,7 @@ class All(Command):
 
 
 # --------------------------------------------------------------------------- entry point
-DATA_PARALLEL = ("train", "unstructured", "filter", "nm", "all")  # the commands that run under torchrun
+DATA_PARALLEL = ("train", "unstructured", "filter", "nm", "all", "sweep", "sensitivity")  # the commands that run under torchrun
 COMMAND_MODULES = ("compress.cli_deploy", "compress.cli_analysis", "compress.cli_model", "compress.cli_plan")  # register more subcommands on import
 
 

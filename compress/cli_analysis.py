@@ -41,12 +41,13 @@ def _command_line() -> list[str] | None:
 
 
 def _load(args, kinds=("dense",)):
-    """The checkpoint, and the data it was trained on unless --data says otherwise."""
+    """The checkpoint, and the data it was trained on unless --data says otherwise (under
+    torchrun: this rank's device, the points dealt across ranks)."""
     from .checkpoint import load_checkpoint
-    from .env import resolve_device
+    from .cli import data_parallel
 
     ckpt = load_checkpoint(args.model, kinds=kinds)
-    device = resolve_device(args.device)
+    _, device = data_parallel(args)
     return ckpt, checkpoint_data(args, ckpt).to(device), device
 
 
@@ -60,7 +61,9 @@ class Sweep(Command):
         p.add_argument("--kind", choices=("unstructured", "filter"), default="unstructured",
                        help="what is pruned (default unstructured)")
         g = p.add_argument_group("grid (overall sparsity, fractions)")
-        g.add_argument("--start", type=_fraction, default=None, metavar="S", help="first sparsity (default 0.80 unstructured, 0.05 filter)")
+        g.add_argument("--start", "--first", type=_fraction, default=None, metavar="S",
+                       help="first sparsity (default 0.80 unstructured, 0.05 filter); under torchrun write --first "
+                            "(torchrun's own parser reads --start as its --start-method)")
         g.add_argument("--stop", type=_fraction, default=None, metavar="S", help="last sparsity (default 0.98 unstructured, 0.90 filter)")
         g.add_argument("--step", type=_fraction, default=None, metavar="S", help="step (default 0.002 unstructured, 0.01 filter)")
         g.add_argument("--allocation", choices=("uniform", "global"), default="global",
@@ -99,6 +102,8 @@ class Sweep(Command):
         ckpt, data, device = _load(args)
         res = run_sweep(ckpt, data, opts, out_dir, device=device, source=str(args.model), force=args.force,
                         command=_command_line())
+        if not res.files:  # a rank other than 0 under torchrun: its points went to rank 0
+            return 0
         from .stats import with_ci
 
         s = res.summary
@@ -176,6 +181,8 @@ class Sensitivity(Command):
         ckpt, data, device = _load(args)
         res = run_sensitivity(ckpt, data, opts, out_dir, device=device, source=str(args.model), force=args.force,
                               command=_command_line())
+        if not res.files:  # a rank other than 0 under torchrun: its cells went to rank 0
+            return 0
         s = res.summary
         t = Table(title=f"{s['kind']} sensitivity of {s['model']['name']} · dense {s['dense_accuracy']:.2f}% · "
                         f"{s['choices_on'].split(' ')[0]} accuracy drop (points, {s['images']} images) with one "

@@ -84,6 +84,21 @@ def agree(value):
     return box[0]
 
 
+def gathered(items: list) -> list:
+    """Every rank's `items`, concatenated in rank order (a world of one: `items`)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return items
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, items)
+    return [x for part in parts for x in part]
+
+
+def mine(index: int) -> bool:
+    """Whether work item `index` (a sweep point, a sensitivity cell) is this rank's: round robin."""
+    world = current()
+    return index % world.size == world.rank
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

@@ -25,6 +25,7 @@ from .checkpoint import atomic_write, load_state
 from .console import progress
 from .criteria import CRITERIA, scores_for
 from .data import Dataset
+from .distributed import current, gathered, mine
 from .errors import CompressError, did_you_mean
 from .masks import apply_masks, filter_groups, filter_masks, unstructured_masks
 from .ratios import planned_sparsity, prunable, pruned_count, read_ratio_file, units, write_ratio_file
@@ -190,10 +191,15 @@ def run_sensitivity(ckpt: dict, data: Dataset, opts: SensitivityOptions, out_dir
     dense_acc = evaluator.accuracy(model)
 
     rows = []
+    cell = 0
     with progress(show=show) as bar:
         task = bar.add_task(f"sensitivity {spec.name} {opts.kind}", total=len(unit_list) * len(ratios), status="")
         for u in unit_list:
             for r, masks in _masks_along(reference, opts, u, ratios, scores, example, groups):
+                cell += 1
+                if not mine(cell - 1):  # under torchrun the cells are dealt round robin to the ranks
+                    bar.update(task, advance=1)
+                    continue
                 load_state(model, original, spec.name)
                 apply_masks(model, masks)
                 if opts.recalibrate_bn:
@@ -203,6 +209,8 @@ def run_sensitivity(ckpt: dict, data: Dataset, opts: SensitivityOptions, out_dir
                              "drop": round(dense_acc - acc, 2)})
                 bar.update(task, advance=1, status=f"{u.label} {100 * r:g}% → {acc:.2f}%")
     load_state(model, original, spec.name)
+    order = {u.label: i for i, u in enumerate(unit_list)}
+    rows = sorted(gathered(rows), key=lambda row: (order[row["layer"]], row["ratio"]))
     seconds = time.perf_counter() - t_start
 
     # ---- the proposal
@@ -239,6 +247,8 @@ def run_sensitivity(ckpt: dict, data: Dataset, opts: SensitivityOptions, out_dir
                              "not an accuracy forecast (they can exceed the dense accuracy)"},
         "seconds": round(seconds, 1), "evaluations": len(rows), "command": command,
     }
+    if not current().main:
+        return SensitivityResult(summary, proposed, {})
     files = _write(out_dir, summary, rows, proposed, spec, opts, source)
     check = read_ratio_file(files["yaml"], model, opts.kind)  # the file reads back and reaches the target
     if planned_sparsity(model, opts.kind, check) < target - 1e-9:

@@ -41,6 +41,7 @@ from .train import TrainConfig, autocast, train
 from .console import progress
 from .criteria import CRITERIA, scores_for
 from .data import Dataset, Loader, eval_loader
+from .distributed import current, gathered, mine
 from .errors import CompressError, did_you_mean
 from .masks import apply_masks, filter_groups, filter_masks, unstructured_masks
 from .models import ModelSpec
@@ -498,6 +499,7 @@ def run_sweep(ckpt: dict, data: Dataset, opts: SweepOptions, out_dir: Path, *, d
         load_state(model, original, spec.name)
 
     points: list[dict] = []
+    index = 0
     reports: dict[tuple[str, float], dict] = {}  # per-layer sparsity of every point (a few numbers each)
     total = len(grid) * len(opts.criteria)
     with progress(show=show) as bar:
@@ -512,6 +514,10 @@ def run_sweep(ckpt: dict, data: Dataset, opts: SweepOptions, out_dir: Path, *, d
                 rep = sparsity_report(model, opts.kind)
                 reports[(criterion, target)] = rep
                 sparsity = rep["overall"]
+                index += 1
+                if not mine(index - 1):  # under torchrun the points are dealt round robin to the ranks
+                    bar.update(task, advance=1)
+                    continue
                 acc = acc_oneshot = evaluator.accuracy(model)
                 if opts.recalibrate_bn:
                     recalibrate_bn(model, data, opts.recalibrate_bn, opts.finetune_batch, opts.seed)
@@ -519,7 +525,7 @@ def run_sweep(ckpt: dict, data: Dataset, opts: SweepOptions, out_dir: Path, *, d
                 if tune_data is not None:
                     cfg = TrainConfig(epochs=1, batch_size=opts.finetune_batch, lr=opts.finetune_lr, warmup_epochs=0.0,
                                       schedule="constant", eval_every=0, seed=opts.seed)
-                    train(model, tune_data, cfg, device=device, masks=masks, show=False)
+                    train(model, tune_data, cfg, device=device, masks=masks, show=False, data_parallel=False)
                     acc = evaluator.accuracy(model)
                 p = {"criterion": criterion, "target": target, "sparsity": round(sparsity, 6),
                      "accuracy": round(acc, 2), "drop": round(dense_acc - acc, 2),
@@ -530,6 +536,8 @@ def run_sweep(ckpt: dict, data: Dataset, opts: SweepOptions, out_dir: Path, *, d
                 points.append(p)
                 t0 = time.perf_counter()
                 bar.update(task, advance=1, status=f"{criterion} {100 * sparsity:.1f}% → {acc:.2f}%")
+    order = {c: i for i, c in enumerate(opts.criteria)}
+    points = sorted(gathered(points), key=lambda p: (order[p["criterion"]], p["target"]))
     seconds = time.perf_counter() - t_start
 
     curves = {c: [p for p in points if p["criterion"] == c] for c in opts.criteria}
@@ -570,7 +578,7 @@ def run_sweep(ckpt: dict, data: Dataset, opts: SweepOptions, out_dir: Path, *, d
                       "batchnorm_folded": True, "device": str(device)},
         "machine": machine(), "command": command, "points": points,
     }
-    files = _write_sweep(out_dir, summary, curves, tradeoffs, layers_doc, opts, spec)
+    files = _write_sweep(out_dir, summary, curves, tradeoffs, layers_doc, opts, spec) if current().main else {}
     return SweepResult(summary, files)
 
 

@@ -131,18 +131,19 @@ def correct_per_image(model: nn.Module, data: Dataset, device: torch.device | st
 def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu",
           masks: dict[str, torch.Tensor] | None = None, label: str = "train",
           on_epoch: Callable[[int, dict], None] | None = None, show: bool = True,
-          sync_bn: bool = False) -> TrainResult:
+          sync_bn: bool = False, data_parallel: bool = True) -> TrainResult:
     """Train `model` in place on `data` (already on `device`); returns per-epoch history.
 
     `on_epoch(epoch, record)` runs after each epoch (the CLI saves checkpoints there). Under
     torchrun the model is wrapped in DistributedDataParallel and each rank trains on its slice of
     every global batch of `cfg.batch_size` (see `distributed`); `sync_bn` normalises over the
     global batch. Every rank evaluates the whole split; only rank 0 shows progress.
+    `data_parallel=False` trains this rank's model alone (a sweep point that is only this rank's).
     """
-    from .distributed import current, shard_size, sync_batchnorm
+    from .distributed import World, current, shard_size, sync_batchnorm
 
     device = torch.device(device)
-    world = current()
+    world = current() if data_parallel else World()
     show = show and world.main
     if cfg.epochs <= 0:
         raise CompressError(f"epochs must be positive (got {cfg.epochs})", "pass --epochs 1 or more")

@@ -131,3 +131,21 @@ def test_omp_filter_under_torchrun_writes_the_files_one_process_writes(tmp_path,
     for name, keep in ckpt["masks"].items():
         assert torch.all(ckpt["state_dict"][name][~keep] == 0)
     assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob(".compress-rank1-*"))
+
+
+def test_a_sweep_split_over_two_ranks_gives_the_same_table(tiny_dense, tmp_path, monkeypatch):
+    import csv
+
+    _, dense = tiny_dense
+    args = ["sweep", str(dense), "--data", "sample", "--first", "0.3", "--stop", "0.9", "--step", "0.1",
+            "--criteria", "magnitude,taylor"]
+    r = _torchrun(args + ["--out", str(tmp_path / "two")], tmp_path, 33)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert main(args + ["--out", str(tmp_path / "one")]) == 0
+
+    def table(folder):
+        with (folder / "sweep.csv").open() as f:
+            return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+    assert table(tmp_path / "two") == table(tmp_path / "one") and len(table(tmp_path / "one")) == 14
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
