@@ -289,8 +289,9 @@ def read_cifar10(path: Path, name: str | None = None) -> Dataset:
     classes = _read_classes(root)
     fingerprint = hashlib.md5("".join(sorted(digests.values())).encode()).hexdigest()[:12]
     full = sum(x.shape[0] for x in xs) == 50000 and test_x.shape[0] == 10000
+    sample = root.resolve() == SAMPLE_ROOT.resolve()  # the bundled sample, named by its path (a checkpoint's source)
     return Dataset(
-        name=name or ("cifar10" if full else "cifar10-subset"),
+        name=name or ("cifar10" if full else "cifar10-sample" if sample else "cifar10-subset"),
         source=str(root),
         classes=classes,
         train_x=torch.cat(xs),
