@@ -149,3 +149,23 @@ def test_a_sweep_split_over_two_ranks_gives_the_same_table(tiny_dense, tmp_path,
 
     assert table(tmp_path / "two") == table(tmp_path / "one") and len(table(tmp_path / "one")) == 14
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+
+def test_resume_under_torchrun_continues_from_rank_zero_folder(tmp_path):
+    """An IMP run stopped after its first round (its second round's checkpoint removed, as a kill
+    would leave it) continues under torchrun: every rank resumes from rank 0's folder."""
+    import json
+
+    args = ["unstructured", "--model", "vgg11", "--width", "0.125", "--ratio", "0.5", "--imp", "2", "--epochs", "2",
+            "--dense-epochs", "1", "--batch-size", "128", "--data", "sample", "--no-export", "--no-quantize",
+            "--no-bench", "--no-report", "--out", str(tmp_path / "run")]
+    assert _torchrun(args, tmp_path, 41).returncode == 0
+    run = tmp_path / "run"
+    done = json.loads((run / "manifest.json").read_text())
+    (run / "rounds" / "round_2.pt").unlink()
+    r = _torchrun(args + ["--resume"], tmp_path, 43)
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = json.loads((run / "manifest.json").read_text())
+    assert [k["round"] for k in again["rounds"]] == [1, 2] and (run / "rounds" / "round_2.pt").exists()
+    assert again["rounds"][0] == done["rounds"][0]  # round 1 was not redone
+    assert again["result"]["accuracy"] == done["result"]["accuracy"]  # seeded per round: the same result
