@@ -169,3 +169,19 @@ def test_resume_under_torchrun_continues_from_rank_zero_folder(tmp_path):
     assert [k["round"] for k in again["rounds"]] == [1, 2] and (run / "rounds" / "round_2.pt").exists()
     assert again["rounds"][0] == done["rounds"][0]  # round 1 was not redone
     assert again["result"]["accuracy"] == done["result"]["accuracy"]  # seeded per round: the same result
+
+
+def test_a_failing_rank_stops_the_others_without_a_hang(tmp_path):
+    """Rank 0 cannot write its --out (the others write to scratch and go on into training): it
+    exits with the one-line error, the others fail at their first collective instead of hanging,
+    and nothing is written."""
+    import time
+
+    (tmp_path / "file").write_text("not a folder")
+    args = ["train", "--model", "vgg11", "--width", "0.125", "--epochs", "1", "--data", "sample", "--batch-size", "128",
+            "--out", str(tmp_path / "file" / "d.pt")]
+    t0 = time.perf_counter()
+    r = _torchrun(args, tmp_path, 51)
+    assert r.returncode != 0 and time.perf_counter() - t0 < 120
+    assert "error: cannot create folder" in " ".join(r.stderr.split())
+    assert not list(tmp_path.rglob("*.pt"))
