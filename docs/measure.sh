@@ -67,3 +67,10 @@ t compare_lr compress compare all_seeds/seed_0/omp_unstructured/Omp_unstructured
 # dense batch size: 64 (the recipe) vs 128, same seed and epochs
 t dense_b128 compress train --batch-size 128 --data sample --out dense_b128.pt
 t compare_batch compress compare "$D0" dense_b128.pt --split val
+
+# scaling out (issue 14): one epoch of the dense VGG13 recipe (global batch 64), one process vs two
+# Gloo processes on the same 2 cores (each at 1 thread), then two with --sync-bn: a correctness check
+# here (the images/s say what two processes cost on 2 cores), not a speed-up
+OMP_NUM_THREADS=2 t ddp1 compress train --epochs 1 --data sample --out ddp1.pt
+OMP_NUM_THREADS=1 t ddp2 torchrun --nproc_per_node 2 -m compress train --epochs 1 --data sample --out ddp2.pt
+OMP_NUM_THREADS=1 t ddp2sync torchrun --nproc_per_node 2 -m compress train --epochs 1 --data sample --sync-bn --out ddp2sync.pt
