@@ -95,8 +95,8 @@ def test_torchrun_train_writes_one_checkpoint_from_rank_zero(tmp_path):
 
 def test_commands_that_do_not_run_data_parallel_yet_say_so(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert main(["unstructured", "--ratio", "0.5", "--data", "sample", "--out", str(tmp_path / "x")]) == 2
-    assert "does not run under torchrun yet" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert main(["slim", str(tmp_path / "m.pt"), "--out", str(tmp_path / "x.pt")]) == 2
+    assert "does not run under torchrun yet" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
 
 
 def _torchrun(args, tmp_path, port_offset):
