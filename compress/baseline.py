@@ -124,6 +124,7 @@ def get_baseline(spec: ModelSpec, data: Dataset, cfg: TrainConfig, *, device: to
         ckpt = load_checkpoint(checkpoint, kinds=("dense",))
         return ckpt, Path(checkpoint)
     path = cache_path(spec, data, cfg)
-    if agree(path.exists() and bool(load_checkpoint(path, kinds=("dense",))["meta"].get("complete"))):
-        return load_checkpoint(path, kinds=("dense",)), path
+    cached = load_checkpoint(path, kinds=("dense",)) if path.exists() else None
+    if agree(cached is not None and bool(cached["meta"].get("complete"))):  # rank 0 decides for all
+        return cached or load_checkpoint(path, kinds=("dense",)), path
     return train_baseline(spec, data, cfg, path, device=device, force=True, show=show, sync_bn=sync_bn), path

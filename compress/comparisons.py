@@ -76,7 +76,7 @@ def bootstrap(a_by_seed: list[list[bool]], b_by_seed: list[list[bool]], reps: in
 def across_seeds(found_by_seed: list[dict]) -> list[dict]:
     """The same pairs as `one_seed`, pooled over seeds (only pairs every seed has)."""
     common = set.intersection(*(set(f) for f in found_by_seed))
-    shared = [p for p in pairs({k: None for k in found_by_seed[0] if k in common})]
+    shared = pairs({k: None for k in found_by_seed[0] if k in common})
     return [{"a": name(a), "b": name(b), **bootstrap([f[a] for f in found_by_seed], [f[b] for f in found_by_seed])}
             for a, b in shared]
 

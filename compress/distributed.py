@@ -119,9 +119,9 @@ def check_same(tensors: dict[str, torch.Tensor], what: str) -> None:
         return
     sums = torch.stack([t.detach().double().sum() + t.detach().double().abs().sum() * 1e-3 for t in tensors.values()])
     sums = sums.cpu() if dist.get_backend() == "gloo" else sums
-    gathered = [torch.empty_like(sums) for _ in range(world.size)]
-    dist.all_gather(gathered, sums)
-    bad = [r for r, g in enumerate(gathered) if not torch.equal(g, gathered[0])]
+    parts = [torch.empty_like(sums) for _ in range(world.size)]
+    dist.all_gather(parts, sums)
+    bad = [r for r, g in enumerate(parts) if not torch.equal(g, parts[0])]
     if bad:
         raise CompressError(f"{what} differ between ranks (rank {bad[0]} vs rank 0)",
                             "every rank must run the same command on the same data; report this as a bug")
