@@ -80,6 +80,13 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                         "makes; the test split is only reported. auto (default): 10%%, at least 1000 images "
                         "(at most a fifth), at most 5000; 0: none, choices then read the test split (said). "
                         "A checkpoint of ours keeps the split it was trained beside")
+    p.add_argument("--stream", action="store_true",
+                   help="image folders: read the images from disk each epoch through DataLoader worker processes "
+                        "instead of holding them decoded in memory (automatic above a quarter of RAM, or of GPU "
+                        "memory; COMPRESS_STREAM_ABOVE_MB sets the limit). Results are the same either way")
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="DataLoader processes per training process for a streamed folder (default: the CPUs "
+                        "shared among torchrun's processes on this node, at most 8)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default: cuda when available)")
 
 
@@ -89,8 +96,11 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int | None, lr: float | N
     g.add_argument("--epochs", type=positive_int, default=epochs,
                    help="epochs of the training set (default: the recipe's, see compress/presets.py)")
     g.add_argument("--lr", type=float, default=lr,
-                   help="peak learning rate per 128 images, scaled with the batch size (default: the recipe's)")
-    g.add_argument("--batch-size", type=positive_int, default=None, help="images per step (default: the recipe's)")
+                   help="peak learning rate per 128 images of the global batch, scaled with --batch-size "
+                        "(default: the recipe's); the same value on 1 or N processes")
+    g.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per step (default: the recipe's); under torchrun the global batch over all "
+                        "processes, each taking an equal share of it (it must divide evenly)")
     g.add_argument("--seed", type=int, default=0, help="seed for init, shuffling and augmentation (default 0)")
     g.add_argument("--sync-bn", action="store_true",
                    help="under torchrun: BatchNorm statistics over the global batch, not each process's share "
@@ -159,7 +169,7 @@ def load_data(args, device):
     """--data with --image-size, normalised by --mean/--std when given, on the device."""
     from .data import load_dataset
 
-    data = load_dataset(args.data, image_size=args.image_size)
+    data = load_dataset(args.data, image_size=args.image_size, stream=args.stream, workers=args.workers)
     if getattr(args, "mean", None) or getattr(args, "std", None):
         data = data.normalised(args.mean, args.std)
     return data.to(device)
@@ -213,7 +223,8 @@ def checkpoint_data(args, ckpt: dict):
     from .data import load_dataset
 
     source = args.data if args.data != "auto" else ckpt.get("meta", {}).get("dataset", {}).get("source", "auto")
-    data = load_dataset(source, quiet=True, image_size=getattr(args, "image_size", None) or ckpt["model"].get("image_size"))
+    data = load_dataset(source, quiet=True, image_size=getattr(args, "image_size", None) or ckpt["model"].get("image_size"),
+                        stream=getattr(args, "stream", False), workers=getattr(args, "workers", None))
     return split_data(args, with_contract(data, ckpt), ckpt)
 
 

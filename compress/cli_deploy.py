@@ -231,7 +231,8 @@ class Quantize(Command):
         meta = {p.key: p.value for p in proto.metadata_props}
         model = json.loads(meta.get("compress.model", "{}"))
         source = args.data if args.data != "auto" else contract.get("data_source") or "auto"
-        data = load_dataset(source, quiet=True, image_size=model.get("image_size") or contract.get("image_size"))
+        data = load_dataset(source, quiet=True, image_size=model.get("image_size") or contract.get("image_size"),
+                            stream=getattr(args, "stream", False), workers=getattr(args, "workers", None))
         return path, data
 
     @staticmethod

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .console import notice
 from .errors import CompressError
+from .imagefiles import ImageFiles, batches_of
 
 CIFAR10_DIR = "cifar-10-batches-py"
 SAMPLE_ROOT = Path(__file__).parent / "assets" / "cifar10-sample"
@@ -186,20 +187,26 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "compress" / "cifar10"
 
 
-def load_dataset(spec: str | None = None, *, quiet: bool = False, image_size: int | None = None) -> Dataset:
+def load_dataset(spec: str | None = None, *, quiet: bool = False, image_size: int | None = None,
+                 stream: bool = False, workers: int | None = None) -> Dataset:
     """Resolve a `--data` value to a loaded dataset.
 
     `spec` is one of: a folder path; `sample` (the bundled 4068/1017-image CIFAR-10 sample);
     `cifar10` (the full set: cache, else download); `imagefolder:PATH`; or None/`auto`:
     the cache, else a download, else the bundled sample with a notice. `image_size` (px)
     resizes the images to a square side; None keeps CIFAR's 32 px and lets an image folder
-    choose (its own size when all images share one, else 64).
+    choose (its own size when all images share one, else 64). `stream`, `workers`: an image
+    folder read from disk batch by batch by that many DataLoader processes (see `imagefiles`).
     """
     spec = (spec or "auto").strip()
     if spec.startswith("imagefolder:"):
         from .imagefolder import load_image_folder
 
-        return load_image_folder(spec.split(":", 1)[1], image_size=image_size, quiet=quiet)
+        return load_image_folder(spec.split(":", 1)[1], image_size=image_size, quiet=quiet, stream=stream,
+                                 workers=workers)
+    if stream:
+        raise CompressError("--stream reads image folders (--data imagefolder:PATH); CIFAR-10 is always held "
+                            "in memory (150 MB decoded)", "drop --stream")
     if image_size is not None:
         from .imagefolder import resized_dataset
 
@@ -376,13 +383,14 @@ class Loader:
         generator: torch.Generator | None = None,
         channels_last: bool = False,
         shard: tuple[int, int] = (0, 1),
+        device: torch.device | str | None = None,
     ):
         self.x, self.y, self.batch_size = x, y, batch_size
         self.shard = shard  # (rank, ranks): this rank's equal slice of every batch, the randomness drawn for all
         self.shuffle, self.augment, self.pad, self.drop_last = shuffle, augment, pad, drop_last
         self.generator = generator
         self.channels_last = channels_last
-        dev = x.device
+        self.device = dev = torch.device(device) if device is not None else x.device
         self.mean = torch.tensor(mean, device=dev).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std, device=dev).view(1, -1, 1, 1) * 255
 
@@ -391,23 +399,26 @@ class Loader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
-        n, dev = self.x.shape[0], self.x.device
+        n = self.x.shape[0]
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        order = order.to(dev)
         rank, ranks = self.shard
-        for i in range(len(self)):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            part = slice(rank * idx.numel() // ranks, (rank + 1) * idx.numel() // ranks)
+        batches = [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(len(self))]
+        parts = [slice(rank * b.numel() // ranks, (rank + 1) * b.numel() // ranks) for b in batches]
+        if isinstance(self.x, ImageFiles):  # decoded by DataLoader workers, the same indices in the same order
+            pieces = batches_of(self.x, self.y, [b[p].tolist() for b, p in zip(batches, parts)],
+                                pin=self.device.type == "cuda")
+        else:
+            pieces = ((self.x[i], self.y[i]) for i in (b[p].to(self.x.device) for b, p in zip(batches, parts)))
+        for b, part, (xb, yb) in zip(batches, parts, pieces):
+            xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
             # the random numbers are drawn for the whole batch, so every rank's generator stays in step
-            crop = self._crop_flip_params(idx.numel()) if self.augment else None
-            idx = idx[part]
-            xb = self.x[idx]
-            if crop is not None:
-                xb = self._crop_flip(xb, crop[0][:, part], crop[1][part])
+            if self.augment:
+                shifts, flip = self._crop_flip_params(b.numel())
+                xb = self._crop_flip(xb, shifts[:, part], flip[part])
             xb = (xb.float() - self.mean) / self.std
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            yield xb, self.y[idx]
+            yield xb, yb
 
     def _crop_flip_params(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         shifts = torch.randint(0, 2 * self.pad + 1, (2, b), generator=self.generator)

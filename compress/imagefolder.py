@@ -5,7 +5,8 @@ are searched too, hidden files and folders are skipped, classes are sorted folde
 If ROOT has `train/` and `val/` (or `test/`) folders, those are the splits; otherwise a
 stratified split is drawn with a fixed seed. Every image is decoded once with Pillow,
 converted to RGB and resized to one square size, so training batches come from one tensor on
-the device with the same crop/flip augmentation as CIFAR (`compress.data.Loader`).
+the device with the same crop/flip augmentation as CIFAR (`compress.data.Loader`). A folder
+too big for that (or with `--stream`) is read from disk each epoch instead (`imagefiles`).
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import torch.nn.functional as F
 
 from .console import notice
 from .errors import CompressError
+from .imagefiles import (STATS_IMAGES, ImageFiles, decode_image, default_workers, human_bytes, memory_limit,
+                         sample_images, unreadable)
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, matched case-insensitively as torchvision does
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -30,13 +33,15 @@ SPLIT_NAMES = ("val", "test")  # checked in this order beside train/
 
 
 def load_image_folder(path: str | Path, image_size: int | None = None, val_fraction: float = 0.2,
-                      seed: int = 0, quiet: bool = False):
+                      seed: int = 0, quiet: bool = False, stream: bool = False, workers: int | None = None):
     """Read an image folder into a `compress.data.Dataset` (uint8 NCHW, RGB, square).
 
     image_size: side in px every image is resized to (bilinear, antialiased, aspect ratio not
     kept, like MATLAB's augmentedImageDatastore and `transforms.Resize((s, s))`); None: the
     images' own size when they all share one square size, else 64.
     val_fraction, seed: the held-out share of each class when the folder has no val/ or test/.
+    stream: read the images from disk batch by batch (`imagefiles.ImageFiles`) rather than hold
+    them in memory; automatic above `imagefiles.memory_limit()`. workers: DataLoader processes.
     """
     from .data import Dataset
 
@@ -80,7 +85,12 @@ def load_image_folder(path: str | Path, image_size: int | None = None, val_fract
         notice(f"image folder {root}: {len(classes)} classes, {len(train_files)} train / {len(val_files)} "
                f"validation images ({layout}); {why}")
 
-    # ---- decode once, fingerprint the bytes
+    # ---- in memory (decoded once, the bytes fingerprinted) or streamed from disk
+    decoded = (len(train_files) + len(val_files)) * 3 * size * size
+    limit, limit_why = memory_limit()
+    if stream or decoded > limit:
+        return _streamed(root, classes, train_files, val_files, size, layout, why, stream, decoded,
+                         (limit, limit_why), workers or default_workers(), quiet)
     digest = hashlib.sha1(f"{size}|{val_fraction}|{seed}|{layout}".encode())
     modes: Counter = Counter()
     with _progress(len(train_files) + len(val_files), quiet) as advance:
@@ -89,6 +99,9 @@ def load_image_folder(path: str | Path, image_size: int | None = None, val_fract
     converted = {m: n for m, n in modes.items() if m != "RGB"}
     if converted and not quiet:
         notice("converted to RGB: " + ", ".join(f"{n} {m} image{'s' * (n > 1)}" for m, n in sorted(converted.items())))
+    if not quiet:
+        notice(f"held in memory as one uint8 tensor ({human_bytes(decoded)}; folders above "
+               f"{human_bytes(limit)}, {limit_why}, or with --stream are read from disk each epoch)")
     mean, std = channel_stats(train_x)
     return Dataset(
         name=f"imagefolder-{root.name}",
@@ -101,7 +114,40 @@ def load_image_folder(path: str | Path, image_size: int | None = None, val_fract
         mean=mean,
         std=std,
         fingerprint=digest.hexdigest()[:12],
-        extra={"layout": layout, "resize": why, "modes": dict(sorted(modes.items()))},
+        extra={"layout": layout, "resize": why, "modes": dict(sorted(modes.items())), "path": "in memory"},
+    )
+
+
+def _streamed(root: Path, classes, train_files, val_files, size: int, layout: str, why: str, forced: bool,
+              decoded: int, limit: tuple[int, str], workers: int, quiet: bool):
+    """The dataset with `ImageFiles` for images: decoded batch by batch in DataLoader workers.
+    Its fingerprint reads file names, sizes and modification times (reading every byte of a folder
+    too big for memory would cost an epoch), and its channel statistics a seeded sample."""
+    from .data import Dataset
+
+    digest = hashlib.sha1(f"{size}|{layout}|streamed".encode())
+    for f, label in train_files + val_files:
+        st = f.stat()
+        digest.update(f"{f.relative_to(root).as_posix()}|{label}|{st.st_size}|{st.st_mtime_ns}|".encode())
+    train_x, test_x = ImageFiles([f for f, _ in train_files], size, workers), ImageFiles([f for f, _ in val_files], size, workers)
+    reason = "--stream" if forced else f"above {human_bytes(limit[0])}, {limit[1]}"
+    if not quiet:
+        notice(f"streamed from disk through {workers} DataLoader worker{'s' * (workers > 1)} per process "
+               f"(decoded, the images would take {human_bytes(decoded)}; {reason})")
+    mean, std = channel_stats(sample_images(train_x))
+    return Dataset(
+        name=f"imagefolder-{root.name}",
+        source=f"imagefolder:{root.resolve()}",
+        classes=classes,
+        train_x=train_x,
+        train_y=torch.tensor([y for _, y in train_files], dtype=torch.int64),
+        test_x=test_x,
+        test_y=torch.tensor([y for _, y in val_files], dtype=torch.int64),
+        mean=mean,
+        std=std,
+        fingerprint=digest.hexdigest()[:12],
+        extra={"layout": layout, "resize": why, "path": f"streamed ({reason}), {workers} workers",
+               "channel_stats": f"{min(STATS_IMAGES, len(train_x))} training images (seeded sample)"},
     )
 
 
@@ -183,7 +229,7 @@ def _choose_size(files: list[Path], image_size: int | None) -> tuple[int, str]:
             with Image.open(f) as im:  # reads the header only
                 sizes[im.size] += 1
         except Exception as e:
-            raise _unreadable(f, e) from None
+            raise unreadable(f, e) from None
     if len(sizes) == 1:
         (w, h), = sizes
         if w == h:
@@ -211,51 +257,15 @@ def _progress(total: int, quiet: bool):
 def _read_images(files: list[tuple[Path, int]], size: int, digest, modes: Counter, root: Path,
                  advance=lambda: None) -> torch.Tensor:
     """Decode, convert to RGB and resize every file into one uint8 N x 3 x size x size tensor."""
-    import numpy as np
-    from PIL import Image
-
     out = torch.empty(len(files), 3, size, size, dtype=torch.uint8)
     for i, (f, label) in enumerate(files):
         raw = f.read_bytes()
         digest.update(f"{f.relative_to(root).as_posix()}|{label}|".encode())
         digest.update(hashlib.sha1(raw).digest())
-        try:
-            with Image.open(io.BytesIO(raw)) as im:
-                modes[im.mode] += 1
-                if im.mode.startswith(("I", "F")):  # 16-bit / int / float grey: Pillow would clip at 255
-                    im = _to_8bit(im)
-                im = im.convert("RGB")  # L, LA, P, RGBA, CMYK ... all become 3 channels
-                if im.size != (size, size):
-                    im = im.resize((size, size), Image.Resampling.BILINEAR)  # Pillow antialiases when shrinking
-                arr = np.asarray(im, dtype=np.uint8)
-        except Exception as e:
-            raise _unreadable(f, e) from None
-        out[i] = torch.from_numpy(arr.copy()).permute(2, 0, 1)
+        out[i], mode = decode_image(raw, size, f)
+        modes[mode] += 1
         advance()
     return out
-
-
-def _to_8bit(im):
-    """A 16-bit, 32-bit integer or float grey image as 8-bit grey, scaled rather than clipped:
-    16-bit ranges (I;16, or I with values above 255) by 255/65535, floats in [0, 1] by 255."""
-    import numpy as np
-    from PIL import Image
-
-    a = np.asarray(im, dtype=np.float64)
-    top = float(a.max()) if a.size else 0.0
-    if im.mode.startswith("I;16") or (im.mode == "I" and 255 < top <= 65535):
-        a = a * (255 / 65535)
-    elif im.mode == "I" and top > 65535:
-        a = a * (255 / top)
-    elif im.mode == "F" and top <= 1.0:
-        a = a * 255
-    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
-
-
-def _unreadable(f: Path, e: Exception) -> CompressError:
-    reason = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
-    return CompressError(f"cannot read image {f} ({reason})",
-                         "the file is truncated or not an image: replace or remove it")
 
 
 def channel_stats(x: torch.Tensor, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:

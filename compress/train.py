@@ -162,14 +162,15 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
             sync_batchnorm(model, device)
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    # ---- data: whole uint8 set on the device, batches cropped/flipped/normalised there; each
-    # rank takes its slice of every global batch (the randomness is drawn for the whole batch)
+    # ---- data: the whole uint8 set on the device (or a streamed folder's batches, decoded by
+    # DataLoader workers), cropped/flipped/normalised there; each rank takes its slice of every
+    # global batch (the randomness is drawn for the whole batch)
     generator = torch.Generator().manual_seed(cfg.seed)
     batch_size = min(cfg.batch_size, data.train_x.shape[0])
     shard_size(batch_size, world)
     loader = Loader(data.train_x, data.train_y, batch_size, mean=data.mean, std=data.std, shuffle=True,
                     augment=True, drop_last=True, generator=generator, channels_last=device.type == "cuda",
-                    shard=(world.rank, world.size))
+                    shard=(world.rank, world.size), device=device)
     steps_per_epoch = len(loader)
     total_steps = cfg.epochs * steps_per_epoch
 

@@ -74,3 +74,8 @@ t compare_batch compress compare "$D0" dense_b128.pt --split val
 OMP_NUM_THREADS=2 t ddp1 compress train --epochs 1 --data sample --out ddp1.pt
 OMP_NUM_THREADS=1 t ddp2 torchrun --nproc_per_node 2 -m compress train --epochs 1 --data sample --out ddp2.pt
 OMP_NUM_THREADS=1 t ddp2sync torchrun --nproc_per_node 2 -m compress train --epochs 1 --data sample --sync-bn --out ddp2sync.pt
+# the same three again (warm file cache); the README shows both rounds' images/s, read from each
+# checkpoint's meta.history[0].images_per_s
+OMP_NUM_THREADS=2 t ddp1b compress train --epochs 1 --data sample --out ddp1b.pt
+OMP_NUM_THREADS=1 t ddp2b torchrun --nproc_per_node 2 -m compress train --epochs 1 --data sample --out ddp2b.pt
+OMP_NUM_THREADS=1 t ddp2syncb torchrun --nproc_per_node 2 -m compress train --epochs 1 --data sample --sync-bn --out ddp2syncb.pt
