@@ -3,7 +3,7 @@
     python -m bench.filter_speedup [--batch-size 64] [--runtimes ort-cpu] [--threads N]
 
 Random weights (speed does not depend on training). Variants, all slimmed with
-`compress.slim.slim` after `compress.masks.filter_masks`:
+`compress.prune.slim.slim` after `compress.prune.masks.filter_masks`:
   config      the shipped ratio file configs/vgg13_filter_0.40.yaml (multiples of 16 kept)
   uniform     40% of every conv layer's filters (`allocate(..., "uniform")`)
   uniform-r8  uniform, kept widths rounded to multiples of 8 (`round_to_multiple`, >= 40% overall)
@@ -19,17 +19,16 @@ from pathlib import Path
 
 import torch
 
+from bench.harness.benchmark import run_benchmark
+from bench.harness.latency import Settings
+from bench.harness.models import BenchModel
 from compress.console import err, out
 from compress.errors import CompressError
-from compress.masks import apply_masks, filter_masks
 from compress.models import ModelSpec
 from compress.presets import config_dir
-from compress.ratios import allocate, planned_sparsity, read_ratio_file, round_to_multiple
-from compress.slim import example_input, slim
-
-from .benchmark import run_benchmark
-from .latency import Settings
-from .models import BenchModel
+from compress.prune.masks import apply_masks, filter_masks
+from compress.prune.ratios import allocate, planned_sparsity, read_ratio_file, round_to_multiple
+from compress.prune.slim import slim
 
 CONFIG = config_dir() / "vgg13_filter_0.40.yaml"
 TARGET = 2.0
@@ -47,7 +46,7 @@ def variants(spec: ModelSpec, config: Path = CONFIG) -> tuple[list[BenchModel], 
     sparsity = {"dense": 0.0}
     for name, ratios in plans.items():
         masked = copy.deepcopy(dense)
-        apply_masks(masked, filter_masks(masked, ratios, example_input(spec)))
+        apply_masks(masked, filter_masks(masked, ratios, spec.example_input()))
         models.append(BenchModel(name, "slim", slim(masked, spec).model.eval(), spec))
         sparsity[name] = planned_sparsity(dense, "filter", ratios)
     return models, sparsity

@@ -18,18 +18,17 @@ from pathlib import Path
 
 import torch
 
+from bench.harness.benchmark import run_benchmark
+from bench.harness.latency import Settings
+from bench.harness.models import BenchModel
 from compress.console import err, out
 from compress.env import cpu_int8_flags
 from compress.errors import CompressError
-from compress.masks import apply_masks, filter_masks
 from compress.models import ModelSpec
 from compress.presets import config_dir
-from compress.ratios import read_ratio_file
-from compress.slim import slim
-
-from .benchmark import run_benchmark
-from .latency import Settings
-from .models import BenchModel
+from compress.prune.masks import apply_masks, filter_masks
+from compress.prune.ratios import read_ratio_file
+from compress.prune.slim import slim
 
 TARGETS = {"slim-int8 vs dense-fp32": 4.5, "dense-int8 vs dense-fp32": 2.5}
 SIZE_TARGET = 0.10

@@ -30,6 +30,17 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from rich.table import Table
+from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
+
+from compress.checkpoint import load_checkpoint
+from compress.console import out
+from compress.env import machine
+from compress.errors import CompressError
+from compress.io import atomic_write
+from compress.models import ModelSpec
+from compress.prune.channels import model_from_checkpoint
+from compress.prune.masks import apply_masks, nm_layers, nm_masks
 
 SKIP_REASON = "skipped: needs a CUDA GPU with sparse tensor cores (compute capability >= 8.0)"
 N, M = 2, 4
@@ -101,8 +112,6 @@ def gpu_status() -> str | None:
 
 
 def pick_backend() -> str:
-    from torch.sparse import SparseSemiStructuredTensor
-
     cusparselt = getattr(torch.backends, "cusparselt", None)
     if cusparselt is not None and cusparselt.is_available():
         SparseSemiStructuredTensor._FORCE_CUTLASS = False
@@ -161,8 +170,6 @@ def interleaved(fns: dict, runs: int, inner: int = 10, warmup: int = 5) -> dict:
 @torch.no_grad()
 def time_layer(module: nn.Module, x: torch.Tensor, dtype: torch.dtype, runs: int) -> dict:
     """Dense vs 2:4 GEMM (and, for convs, cuDNN conv vs im2col + 2:4 GEMM) for one layer."""
-    from torch.sparse import to_sparse_semi_structured
-
     module = copy.deepcopy(module).to(device="cuda", dtype=dtype)
     x = x.to(device="cuda", dtype=dtype)
     w_dense = pad_cols(pad_rows(gemm_weight(module)))
@@ -230,12 +237,7 @@ def speed_report(model: nn.Module, batch: int, image_size: int, dtypes: list[str
 # --------------------------------------------------------------------------- the model
 def load_model(args) -> tuple[nn.Module, dict]:
     """The checkpoint's model (its 2:4 weights), or a fresh one pruned to 2:4 by magnitude."""
-    from compress.masks import apply_masks, nm_layers, nm_masks
-    from compress.models import ModelSpec
-
     if args.checkpoint:
-        from compress.checkpoint import load_checkpoint, model_from_checkpoint
-
         ckpt = load_checkpoint(args.checkpoint, kinds=("pruned", "dense"))
         spec = ModelSpec.from_dict(ckpt["model"])
         model = model_from_checkpoint(ckpt)
@@ -260,9 +262,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=30, help="timed repetitions per variant (default 30)")
     p.add_argument("--out", type=Path, default=None, help="folder for semi_structured.json")
     args = p.parse_args(argv)
-    from compress.console import out
-    from compress.env import machine
-    from compress.errors import CompressError
 
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     unknown = [d for d in dtypes if d not in DTYPES]
@@ -283,8 +282,6 @@ def main(argv: list[str] | None = None) -> int:
         report["speed"] = speed_report(model, args.batch, spec["image_size"], dtypes, args.runs, spec["in_channels"])
     render(report, out)
     if args.out:
-        from compress.checkpoint import atomic_write
-
         path = args.out / "semi_structured.json"
         atomic_write(path, lambda tmp: tmp.write_text(json.dumps(report, indent=2)))
         out.print(f"saved {path}")
@@ -292,8 +289,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render(report: dict, out) -> None:
-    from rich.table import Table
-
     st = report["storage"]
     t = Table(title=f"2:4 storage vs dense, fp16 weights ({report['model']['spec']['name']})",
               caption="2:4 = kept values (half) + metadata (2 bits per kept value); a ratio below 1 is smaller")

@@ -21,21 +21,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from pathlib import Path
 
 import torch
+from rich.table import Table
 
-from compress.checkpoint import load_checkpoint, model_from_checkpoint
+from bench.harness.latency_table import SideBySide, build_table, candidate_widths, layer_links, narrowed, slim_copy
+from compress.analysis.planner import PlanRequest, make_plan, write_plan
+from compress.baseline import get_baseline
+from compress.checkpoint import load_checkpoint
 from compress.console import err, out
+from compress.data import load_dataset
+from compress.env import cpu_name, machine
 from compress.errors import CompressError
 from compress.models import ModelSpec
-from compress.planner import PlanRequest, make_plan, write_plan
-from compress.presets import config_dir
-from compress.ratios import allocate, planned_sparsity, read_ratio_file, round_to_multiple, write_ratio_file
-from compress.slim import count_macs_params
-
-from .latency_table import SideBySide, slim_copy
+from compress.presets import config_dir, dense_config
+from compress.prune.channels import count_macs_params, model_from_checkpoint
+from compress.prune.masks import filter_groups
+from compress.prune.ratios import allocate, planned_sparsity, read_ratio_file, round_to_multiple, write_ratio_file
 
 SHIPPED = config_dir() / "vgg13_filter_0.40.yaml"
 WITHIN = 0.10
@@ -62,12 +67,6 @@ def uniform_like(model, spec, macs: int, round_to: int = 0) -> tuple[dict[str, f
 def predictor_check(model, spec: ModelSpec, args, mixes: int) -> list[dict]:
     """Random mixes of candidate widths, measured against dense, beside the two predictions: the
     table's single-group savings added up, and the fitted per-layer model (`LayerModel`)."""
-    import random
-
-    from compress.masks import filter_groups
-
-    from .latency_table import build_table, candidate_widths, layer_links, narrowed
-
     groups = filter_groups(model, spec.example_input())
     rng = random.Random(0)
     mixes_widths = {}
@@ -93,9 +92,6 @@ def predictor_check(model, spec: ModelSpec, args, mixes: int) -> list[dict]:
 def dense_checkpoint(path: Path | None) -> dict:
     if path is not None:
         return load_checkpoint(path, kinds=("dense",))
-    from compress.baseline import get_baseline
-    from compress.data import load_dataset
-    from compress.presets import dense_config
 
     data = load_dataset("sample", quiet=True)
     spec = ModelSpec("vgg13", data.num_classes, 1.0, data.image_size)
@@ -132,8 +128,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args) -> dict:
-    from compress.data import load_dataset
-
     ckpt = dense_checkpoint(args.checkpoint)
     spec = ModelSpec.from_dict(ckpt["model"])
     model = model_from_checkpoint(ckpt).cpu().eval()
@@ -181,7 +175,6 @@ def run(args) -> dict:
             row["within_10pct"] = abs(row["measured"] / made.target_speedup - 1) <= WITHIN
         table.append(row)
     _print(table, spec, args, threads, ship_speedup)
-    from compress.env import machine
 
     return {"machine": machine(), "runtime": args.runtime, "batch": args.batch, "threads": threads,
             "shipped_speedup_measured_first": ship_speedup, "rows": table,
@@ -190,10 +183,6 @@ def run(args) -> dict:
 
 
 def _print(table, spec, args, threads, ship_speedup) -> None:
-    from rich.table import Table
-
-    from compress.env import cpu_name
-
     t = Table(title=f"{spec.describe()}: {args.runtime}, batch {args.batch}, {threads} threads, {cpu_name()}",
               title_justify="left")
     for col in ("variant", "target", "predicted", "measured (planning)", "measured (final run)", "MACs",

@@ -30,9 +30,9 @@ from compress.console import err, out
 from compress.data import Dataset, load_dataset
 from compress.env import machine, resolve_device
 from compress.errors import CompressError
-from compress.masks import unstructured_masks
 from compress.models import ModelSpec
-from compress.ratios import allocate
+from compress.prune.masks import unstructured_masks
+from compress.prune.ratios import allocate
 from compress.train import TrainConfig, autocast, train
 
 TARGET_RATIO = 0.95

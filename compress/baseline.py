@@ -11,17 +11,20 @@ import datetime
 import hashlib
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .checkpoint import check_writable, load_checkpoint, save_checkpoint
-from .data import Dataset
-from .distributed import agree, barrier
-from .env import versions
-from .errors import CompressError
-from .models import ModelSpec
-from .train import TrainConfig, TrainingDiverged, train
+from compress.checkpoint import load_checkpoint, save_checkpoint
+from compress.console import notice
+from compress.data import Dataset
+from compress.distributed import agree, barrier, current
+from compress.env import versions
+from compress.errors import CompressError
+from compress.io import check_writable
+from compress.models import ModelSpec
+from compress.train import TrainConfig, TrainingDiverged, train
 
 
 def cache_dir() -> Path:
@@ -47,74 +50,121 @@ def default_rewind_epoch(epochs: int) -> int:
     return max(1, min(epochs, round(0.05 * epochs)))
 
 
-def train_baseline(spec: ModelSpec, data: Dataset, cfg: TrainConfig, out: Path, *, device: torch.device,
-                   force: bool = False, show: bool = True, sync_bn: bool = False) -> dict:
-    """Train a dense model from scratch and save it to `out`; returns the final checkpoint dict."""
-    out = check_writable(Path(out), force=force)
-    # the initial weights are a function of the seed alone, not of whatever the command drew
-    # from the global generator before (checks that build a model, ratio allocation, ...)
-    torch.manual_seed(cfg.seed)
-    model = spec.build()
-    rewind_epoch = default_rewind_epoch(cfg.epochs)
-    started = datetime.datetime.now().isoformat(timespec="seconds")
-    state = {"last": None}
+@dataclass
+class _Files:
+    """What a baseline run writes: its checkpoint after every evaluated epoch (with the loop's
+    state, so it can be resumed), the rewind epoch's weights, and the final checkpoint."""
 
-    def payload(epoch: int, record: dict, complete: bool) -> dict:
+    out: Path
+    spec: ModelSpec
+    model: torch.nn.Module
+    cfg: TrainConfig
+    data: Dataset
+    device: torch.device
+    started: str
+    history: list[dict] = field(default_factory=list)
+    last: int | None = None  # the last epoch saved
+
+    def payload(self, epoch: int, record: dict, complete: bool, loop: dict | None = None) -> dict:
         return {
             "kind": "dense",
-            "model": spec.to_dict(),
-            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "model": self.spec.to_dict(),
+            "state_dict": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
             "meta": {
                 "accuracy": record.get("test_acc"),
-                "epochs": cfg.epochs,
+                "epochs": self.cfg.epochs,
                 "epochs_completed": epoch,
                 "complete": complete,
-                "seed": cfg.seed,
-                "dataset": data.describe(),
-                "train_config": cfg.to_dict(),
-                "history": list(history),
-                "device": str(device),
-                "started": started,
+                "seed": self.cfg.seed,
+                "dataset": self.data.describe(),
+                "train_config": self.cfg.to_dict(),
+                "history": list(self.history),
+                "device": str(self.device),
+                "started": self.started,
                 "versions": versions(),
-                "rewind_epoch": rewind_epoch,
+                "rewind_epoch": default_rewind_epoch(self.cfg.epochs),
+                **({"train_state": loop} if loop is not None else {}),  # what --resume continues from
             },
         }
 
-    history: list[dict] = []
-
-    def on_epoch(epoch: int, record: dict) -> None:
-        history.append(record)
+    def on_epoch(self, epoch: int, record: dict, loop: dict) -> None:
+        self.history.append(record)
         if "val_acc" not in record and "test_acc" not in record:  # checkpoints only at evaluated epochs
             return
-        if epoch == rewind_epoch:
-            save_checkpoint(rewind_path(out), payload(epoch, record, complete=False) | {"kind": "dense-rewind"})
-        if epoch < cfg.epochs:
-            state["last"] = epoch
-            save_checkpoint(out, payload(epoch, record, complete=False))
+        if epoch == default_rewind_epoch(self.cfg.epochs):
+            save_checkpoint(rewind_path(self.out), self.payload(epoch, record, complete=False) | {"kind": "dense-rewind"})
+        if epoch < self.cfg.epochs:
+            self.last = epoch
+            save_checkpoint(self.out, self.payload(epoch, record, complete=False, loop=loop))
 
-    from .distributed import current
+    def finish(self, result) -> dict:
+        final = self.payload(self.cfg.epochs, self.history[-1], complete=True)
+        final["meta"]["accuracy"] = round(result.test_acc, 2)
+        if self.data.has_val:
+            final["meta"]["val_accuracy"] = round(result.val_acc, 2)
+        final["meta"]["train_seconds"] = round(result.seconds, 1)
+        final["meta"]["images_per_s"] = round(result.images_per_s, 1)
+        save_checkpoint(self.out, final)
+        if not rewind_path(self.out).exists():  # rewind epoch was not an evaluated one
+            save_checkpoint(rewind_path(self.out), final | {"kind": "dense-rewind"})
+        return final
 
+
+def train_baseline(spec: ModelSpec, data: Dataset, cfg: TrainConfig, out: Path, *, device: torch.device,
+                   force: bool = False, show: bool = True, sync_bn: bool = False, resume: bool = False) -> dict:
+    """Train a dense model from scratch and save it to `out`; returns the final checkpoint dict.
+    `resume`: continue the unfinished checkpoint at `out` from its last epoch (same recipe, model
+    and data, else an error), with the optimiser, schedule and random state it was saved with."""
+    unfinished = resumable(out, spec, data, cfg) if resume else None
+    out = check_writable(Path(out), force=force or unfinished is not None)
+    # the initial weights are a function of the seed alone, not of whatever the command drew
+    # from the global generator before (checks that build a model, ratio allocation, ...)
+    torch.manual_seed(cfg.seed)
+    files = _Files(out, spec, spec.build(), cfg, data, device, datetime.datetime.now().isoformat(timespec="seconds"))
+    loop = None
+    if unfinished is not None:
+        files.model.load_state_dict(unfinished["state_dict"])
+        files.history = [dict(h) for h in unfinished["meta"]["history"]]
+        files.started, files.last = unfinished["meta"]["started"], unfinished["meta"]["epochs_completed"]
+        loop = unfinished["meta"]["train_state"] | {"history": files.history}
+        if show and current().main:
+            notice(f"resuming the dense baseline at {out} after epoch {files.last} of {cfg.epochs}")
+    label = f"dense {spec.name}"
     if not current().main:  # under torchrun only rank 0 writes: the others train, wait for its files, return
-        train(model, data, cfg, device=device, label=f"dense {spec.name}", show=False, sync_bn=sync_bn)
+        train(files.model, data, cfg, device=device, label=label, show=False, sync_bn=sync_bn, resume=loop)
         barrier()
-        return payload(cfg.epochs, {}, complete=True)
+        return files.payload(cfg.epochs, {}, complete=True)
     try:
-        result = train(model, data, cfg, device=device, label=f"dense {spec.name}", on_epoch=on_epoch, show=show,
-                       sync_bn=sync_bn)
+        result = train(files.model, data, cfg, device=device, label=label, on_epoch=files.on_epoch, show=show,
+                       sync_bn=sync_bn, resume=loop)
     except TrainingDiverged as e:
-        kept = f"epoch {state['last']} is kept at {out}" if state["last"] else "no epoch finished, nothing was written"
+        kept = f"epoch {files.last} is kept at {out}" if files.last else "no epoch finished, nothing was written"
         raise CompressError(e.message, f"lower --lr; {kept}") from None
-    final = payload(cfg.epochs, history[-1], complete=True)
-    final["meta"]["accuracy"] = round(result.test_acc, 2)
-    if data.has_val:
-        final["meta"]["val_accuracy"] = round(result.val_acc, 2)
-    final["meta"]["train_seconds"] = round(result.seconds, 1)
-    final["meta"]["images_per_s"] = round(result.images_per_s, 1)
-    save_checkpoint(out, final)
-    if not rewind_path(out).exists():  # rewind epoch was not an evaluated one
-        save_checkpoint(rewind_path(out), final | {"kind": "dense-rewind"})
+    final = files.finish(result)
     barrier()  # under torchrun: the other ranks read these files next
     return final
+
+
+def resumable(path: Path, spec: ModelSpec, data: Dataset, cfg: TrainConfig) -> dict | None:
+    """The unfinished baseline checkpoint at `path` to continue (None: no file yet). A finished one,
+    or one made with another recipe, model or data, is an error."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    ckpt = load_checkpoint(path, kinds=("dense",))
+    meta = ckpt.get("meta", {})
+    if meta.get("complete"):
+        raise CompressError(f"{path} is a finished run; there is nothing to resume", "pass --force to train it again")
+    if "train_state" not in meta:
+        raise CompressError(f"{path} was saved without its optimiser state (an older version), so it cannot be "
+                            "continued exactly", "pass --force to train it again from scratch")
+    differs = [what for what, mine, theirs in (
+        ("recipe", cfg.to_dict(), meta.get("train_config")), ("model", spec.to_dict(), ckpt.get("model")),
+        ("data", data.fingerprint, meta.get("dataset", {}).get("fingerprint"))) if mine != theirs]
+    if differs:
+        raise CompressError(f"{path} is an unfinished run with another {' and '.join(differs)}",
+                            "resume it with the options it was started with, or pass --force to start over")
+    return ckpt
 
 
 def get_baseline(spec: ModelSpec, data: Dataset, cfg: TrainConfig, *, device: torch.device,
@@ -127,4 +177,7 @@ def get_baseline(spec: ModelSpec, data: Dataset, cfg: TrainConfig, *, device: to
     cached = load_checkpoint(path, kinds=("dense",)) if path.exists() else None
     if agree(cached is not None and bool(cached["meta"].get("complete"))):  # rank 0 decides for all
         return cached or load_checkpoint(path, kinds=("dense",)), path
-    return train_baseline(spec, data, cfg, path, device=device, force=True, show=show, sync_bn=sync_bn), path
+    # an unfinished cache entry (same recipe, model and data by its key) is continued, not restarted
+    resume = agree(cached is not None and "train_state" in cached["meta"])
+    return train_baseline(spec, data, cfg, path, device=device, force=True, show=show, sync_bn=sync_bn,
+                          resume=resume), path

@@ -9,52 +9,20 @@ Every file this toolchain writes loads with `torch.load(path, weights_only=True)
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from .env import versions  # noqa: F401  (re-exported for callers that save)
-from .errors import CompressError
-from .models import ModelSpec
+from compress.console import notice
+from compress.data import with_validation
+from compress.errors import CompressError
+from compress.io import atomic_write
+from compress.models import ModelSpec
+from compress.weights import find_weights, read_raw
 
 FORMAT = "compress-checkpoint/1"
-
-
-def check_writable(path: Path, force: bool = True) -> Path:
-    """Fail early (before hours of training) if `path` cannot be written, or exists without force."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise CompressError(f"{path} already exists", "pass --force to overwrite it, or choose another --out")
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CompressError(f"cannot create folder {parent} ({e.strerror})", "choose a writable --out") from None
-    if not os.access(parent, os.W_OK):
-        raise CompressError(f"folder {parent} is not writable", "choose a writable --out")
-    return path
-
-
-def atomic_write(path: Path, write) -> Path:
-    """Call `write(tmp_path)`, then rename onto `path`: readers never see a partial file."""
-    path = Path(path)
-    check_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would surprise whoever shares the run folder
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_checkpoint(path: Path, payload: dict) -> Path:
@@ -92,19 +60,6 @@ def _short(e: Exception) -> str:
     return str(e).splitlines()[0][:120] if str(e) else type(e).__name__
 
 
-def model_from_checkpoint(ckpt: dict) -> nn.Module:
-    """Rebuild the exact module a checkpoint describes (slim ones replay their pruning history)."""
-    spec = ModelSpec.from_dict(ckpt["model"])
-    model = build_spec(spec, from_checkpoint=True)
-    if ckpt.get("kind") == "slim":
-        from .slim import replay_history
-
-        replay_history(model, ckpt["pruning_history"], spec)
-    load_state(model, ckpt["state_dict"], ckpt["model"].get("name", "?"))
-    model.eval()
-    return model
-
-
 def build_spec(spec: ModelSpec, from_checkpoint: bool = False) -> nn.Module:
     """`spec.build()`; for a checkpoint, a hint on what to do when its model source has gone away."""
     try:
@@ -122,8 +77,6 @@ def load_dense(path: Path | str, spec: ModelSpec | None = None, *, trust_pickle:
     anything is written. Our own files carry their model; a foreign file (state dict, nested
     dict, safetensors, pickled module with `trust_pickle`) needs `spec`. An imported checkpoint
     has meta["imported"] (what was found and ignored) and no accuracy yet."""
-    from .weights import find_weights, read_raw
-
     path = Path(path)
     obj = read_raw(path, trust_pickle=trust_pickle)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
@@ -169,8 +122,6 @@ def split_for(data, ckpt: dict | None, requested: float | None):
     every training image: no split, and choices fall back to the test split (said). Data whose
     split is already decided (a suite's later runs) is returned as it is.
     """
-    from .data import with_validation
-
     if "val_split" in data.extra:
         return data
     meta = (ckpt or {}).get("meta", {})
@@ -180,7 +131,6 @@ def split_for(data, ckpt: dict | None, requested: float | None):
     if "val_split" in recorded:
         vs = recorded["val_split"]
         return with_validation(data, 0 if vs is None else vs["fraction"], 0 if vs is None else vs["seed"])
-    from .console import notice
 
     notice("this checkpoint was trained on every training image (before validation splits): there is no "
            "validation split, so choices read the test split")

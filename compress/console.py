@@ -1,18 +1,11 @@
 """The shared rich consoles: tables and results on stdout, notices and progress on stderr."""
 from __future__ import annotations
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-
 import os
 import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 # Piped output (logs, CI) gets 120 columns rather than rich's 80, so tables do not wrap.
 _WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 120

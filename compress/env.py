@@ -5,8 +5,9 @@ import os
 import platform
 
 import torch
+import torchvision
 
-from .errors import CompressError
+from compress.errors import CompressError
 
 
 def resolve_device(name: str | None = "auto") -> torch.device:
@@ -24,8 +25,6 @@ def resolve_device(name: str | None = "auto") -> torch.device:
 
 def versions() -> dict:
     """Library versions worth recording beside any result."""
-    import torchvision
-
     out = {"python": platform.python_version(), "torch": str(torch.__version__),
            "torchvision": str(torchvision.__version__)}
     for mod in ("torch_pruning", "onnx", "onnxruntime"):

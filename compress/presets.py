@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.resources
 from pathlib import Path
 
-from .train import TrainConfig
+from compress.train import TrainConfig
 
 # Dense baseline: batch 64, peak lr 0.05 (0.1 per 128 images, scaled linearly), 2 epochs of
 # warm-up, cosine to 0. Batch 64 over 128: on 4068 images more steps per epoch beat bigger

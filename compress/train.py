@@ -15,13 +15,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
-from .console import err, progress
-from .data import Dataset, Loader, eval_loader
-from .errors import CompressError
-from .masks import MaskEnforcer
+from compress.console import err, progress
+from compress.data import Dataset, Loader, eval_loader
+from compress.distributed import World, current, shard_size, sync_batchnorm
+from compress.enforcer import MaskEnforcer
+from compress.errors import CompressError
 
 
 @dataclass
@@ -130,18 +133,18 @@ def correct_per_image(model: nn.Module, data: Dataset, device: torch.device | st
 
 def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu",
           masks: dict[str, torch.Tensor] | None = None, label: str = "train",
-          on_epoch: Callable[[int, dict], None] | None = None, show: bool = True,
-          sync_bn: bool = False, data_parallel: bool = True) -> TrainResult:
+          on_epoch: Callable[[int, dict, dict], None] | None = None, show: bool = True,
+          sync_bn: bool = False, data_parallel: bool = True, resume: dict | None = None) -> TrainResult:
     """Train `model` in place on `data` (already on `device`); returns per-epoch history.
 
-    `on_epoch(epoch, record)` runs after each epoch (the CLI saves checkpoints there). Under
-    torchrun the model is wrapped in DistributedDataParallel and each rank trains on its slice of
-    every global batch of `cfg.batch_size` (see `distributed`); `sync_bn` normalises over the
-    global batch. Every rank evaluates the whole split; only rank 0 shows progress.
-    `data_parallel=False` trains this rank's model alone (a sweep point that is only this rank's).
+    `on_epoch(epoch, record, state)` runs after each epoch (the baseline saves its checkpoint
+    there); `state` is what `resume` takes to continue after that epoch exactly as if the run
+    had not stopped (optimiser, schedule and random-generator states). Under torchrun the model
+    is wrapped in DistributedDataParallel and each rank trains on its slice of every global batch
+    of `cfg.batch_size` (see `distributed`); `sync_bn` normalises over the global batch. Every
+    rank evaluates the whole split; only rank 0 shows progress. `data_parallel=False` trains this
+    rank's model alone (a sweep point that is only this rank's).
     """
-    from .distributed import World, current, shard_size, sync_batchnorm
-
     device = torch.device(device)
     world = current() if data_parallel else World()
     show = show and world.main
@@ -156,8 +159,6 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
         enforcer.apply()
     net = model
     if world.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
         if sync_bn:
             sync_batchnorm(model, device)
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -183,40 +184,25 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
         optimizer, lambda s: lr_factor(s, total_steps, warmup, cfg.schedule, cfg.final_lr_fraction))
 
     result = TrainResult()
-    step = 0
-    train_seconds = 0.0
+    first, train_seconds = 1, 0.0
+    if resume:  # continue after the epoch `resume` was saved at, as if the run had not stopped
+        first, train_seconds = _restore(resume, optimizer, scheduler, generator, device, result) + 1, resume["seconds"]
+
     with progress(show=show) as bar:
-        task = bar.add_task(label, total=total_steps, status="")
-        for epoch in range(1, cfg.epochs + 1):
-            # ---- one epoch of steps; loss and accuracy accumulate on the device (no syncs)
+        task = bar.add_task(label, total=total_steps, completed=(first - 1) * steps_per_epoch, status="")
+        for epoch in range(first, cfg.epochs + 1):
+            def shown(i: int, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, t0: float) -> None:
+                running = loss_sum.item() / seen
+                if not math.isfinite(running) and not world.distributed:  # ranks stop together, below
+                    raise TrainingDiverged(epoch, i + 1)
+                bar.update(task, completed=(epoch - 1) * steps_per_epoch + i + 1, status=(
+                    f"epoch {epoch}/{cfg.epochs}  loss {running:.3f}  train {100 * correct.item() / seen:.1f}%"
+                    f"  {_last_test(result)}  {seen / (time.perf_counter() - t0):.0f} img/s"))
+
+            # ---- one epoch of steps
             t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device)
-            seen = 0
-            for i, (xb, yb) in enumerate(loader):
-                with autocast(device):
-                    logits = net(xb)
-                    loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if enforcer:  # enough on its own: see MaskEnforcer on a fresh SGD
-                    enforcer.mask_grads()
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                loss_sum += loss.detach() * yb.numel()
-                correct += (logits.argmax(1) == yb).sum()
-                seen += yb.numel()
-                if show and (i % 10 == 9 or i == steps_per_epoch - 1):
-                    running = loss_sum.item() / seen
-                    if not math.isfinite(running) and not world.distributed:  # ranks stop together, below
-                        raise TrainingDiverged(epoch, i + 1)
-                    rate = seen / (time.perf_counter() - t0)
-                    bar.update(task, completed=step, status=(
-                        f"epoch {epoch}/{cfg.epochs}  loss {running:.3f}  train {100 * correct.item() / seen:.1f}%"
-                        f"  {_last_test(result)}  {rate:.0f} img/s"))
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            loss_sum, correct, seen = train_one_epoch(net, loader, optimizer, scheduler, enforcer, cfg, device,
+                                                      on_step=shown if show else None)
             seconds = time.perf_counter() - t0
             train_seconds += seconds
             if world.distributed:  # the epoch's loss and accuracy over every rank's images
@@ -230,14 +216,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
                       "train_acc": round(100 * correct.item() / seen, 2),
                       "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
                       "images_per_s": round(seen / seconds, 1)}
-            # per epoch the split choices read (validation); test only once, on the final model
-            if (cfg.eval_every and epoch % cfg.eval_every == 0) or epoch == cfg.epochs:
-                if data.has_val:
-                    result.val_acc, result.val_loss = evaluate(model, data, device, split="val")
-                    record.update(val_acc=round(result.val_acc, 2), val_loss=round(result.val_loss, 4))
-                if epoch == cfg.epochs or not data.has_val:
-                    result.test_acc, result.test_loss = evaluate(model, data, device)
-                    record.update(test_acc=round(result.test_acc, 2), test_loss=round(result.test_loss, 4))
+            _evaluate_epoch(model, data, device, cfg, epoch, result, record)
             if enforcer:
                 enforcer.check()
             result.history.append(record)
@@ -248,16 +227,81 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
             if show and not err.is_terminal:  # logs and CI: a line per epoch instead of a live bar
                 err.print(f"{label}: {summary}")
             if on_epoch:
-                on_epoch(epoch, record)
+                on_epoch(epoch, record, _loop_state(epoch, optimizer, scheduler, generator, device, train_seconds))
     result.seconds = train_seconds
-    result.images_per_s = sum(h["images_per_s"] * h["seconds"] for h in result.history) / max(train_seconds, 1e-9)
+    timed = [h for h in result.history if h.get("seconds")]
+    result.images_per_s = (sum(h["images_per_s"] * h["seconds"] for h in timed)
+                           / max(sum(h["seconds"] for h in timed), 1e-9))
     model.eval()
     return result
 
 
-def _summed(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, device: torch.device):
-    import torch.distributed as dist
+def train_one_epoch(net: nn.Module, loader: Loader, optimizer, scheduler, enforcer: MaskEnforcer | None,
+                    cfg: TrainConfig, device: torch.device, on_step=None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One pass over `loader`: (summed loss, correct predictions, images). Loss and accuracy
+    accumulate on the device, so nothing waits for the GPU except `on_step` (every 10 steps)."""
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    seen = 0
+    for i, (xb, yb) in enumerate(loader):
+        with autocast(device):
+            logits = net(xb)
+            loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if enforcer:  # enough on its own: see MaskEnforcer on a fresh SGD
+            enforcer.mask_grads()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * yb.numel()
+        correct += (logits.argmax(1) == yb).sum()
+        seen += yb.numel()
+        if on_step and (i % 10 == 9 or i == len(loader) - 1):
+            on_step(i, loss_sum, correct, seen, t0)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return loss_sum, correct, seen
 
+
+def _evaluate_epoch(model, data: Dataset, device, cfg: TrainConfig, epoch: int, result: TrainResult,
+                    record: dict) -> None:
+    """Per epoch the split choices read (validation); the test split once, on the final model."""
+    if not ((cfg.eval_every and epoch % cfg.eval_every == 0) or epoch == cfg.epochs):
+        return
+    if data.has_val:
+        result.val_acc, result.val_loss = evaluate(model, data, device, split="val")
+        record.update(val_acc=round(result.val_acc, 2), val_loss=round(result.val_loss, 4))
+    if epoch == cfg.epochs or not data.has_val:
+        result.test_acc, result.test_loss = evaluate(model, data, device)
+        record.update(test_acc=round(result.test_acc, 2), test_loss=round(result.test_loss, 4))
+
+
+def _loop_state(epoch: int, optimizer, scheduler, generator: torch.Generator, device: torch.device,
+                seconds: float) -> dict:
+    """What `train(resume=...)` needs to continue after `epoch` (plain tensors and numbers only,
+    so it rides in a weights_only checkpoint)."""
+    state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "generator": generator.get_state(), "rng": torch.get_rng_state(), "seconds": seconds}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore(state: dict, optimizer, scheduler, generator: torch.Generator, device: torch.device,
+             result: TrainResult) -> int:
+    """Load a `_loop_state` into the loop's objects; returns the epoch it was saved after."""
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["rng"])
+    if "cuda_rng" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    result.history = [dict(h) for h in state.get("history", [])]
+    return int(state["epoch"])
+
+
+def _summed(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, device: torch.device):
     t = torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=device)])
     dist.all_reduce(t)
     return t[0], t[1], int(t[2].item())

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
-from .errors import CompressError
+from compress.errors import CompressError
 
 PREFIXES = ("module.", "_orig_mod.")
 STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights", "model_state", "network", "ema")
@@ -57,9 +59,6 @@ def read_raw(path: Path, *, trust_pickle: bool = False):
     if not path.is_file():
         raise CompressError(f"weights file {path} does not exist", "check the path")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as e:

@@ -19,19 +19,23 @@ import tempfile
 import zlib
 from pathlib import Path
 
+import onnx
 import torch
 import torch.nn as nn
 
-from compress.checkpoint import (atomic_write, check_writable, input_contract, load_checkpoint, model_from_checkpoint,
-                                 with_contract)
+from compress.checkpoint import input_contract, load_checkpoint, with_contract
 from compress.console import notice
 from compress.data import Dataset, load_dataset
 from compress.errors import CompressError
+from compress.io import atomic_write, check_writable
+from compress.kinds import Kind
 from compress.models import ModelSpec
-
-from .compact import rebuild_left_at_runtime, to_compact, to_sparse_initializers, weight_stats
-from .onnx_export import check_opset, export_onnx
-from .parity import compare, reference_logits
+from compress.prune.channels import model_from_checkpoint
+from compress.prune.masks import apply_masks
+from compress.prune.sparsity import sparsity_report
+from export.compact import rebuild_left_at_runtime, to_compact, to_sparse_initializers, weight_stats
+from export.onnx_export import check_opset, export_onnx
+from export.parity import compare, reference_logits
 
 INDEX_NAME = "export.json"
 COMPACT_KINDS = ("unstructured", "nm")  # prune kinds whose zeros are scattered: only a sparse format stores less
@@ -60,7 +64,6 @@ def export_checkpoint(ckpt_path: Path, out: Path | None = None, *, data: Dataset
     spec = ModelSpec.from_dict(ckpt["model"])
     model = model_from_checkpoint(ckpt)
     _apply_saved_masks(model, ckpt)
-    from compress.sparsity import sparsity_report
 
     sparsity = sparsity_report(model, "unstructured")["overall"]
     meta = ckpt.get("meta", {})
@@ -102,8 +105,6 @@ def _apply_saved_masks(model: nn.Module, ckpt: dict) -> None:
     """A pruned checkpoint's weights are already zero where masked; re-applying makes it certain."""
     masks = ckpt.get("masks") or {}
     if masks:
-        from compress.masks import apply_masks
-
         apply_masks(model, masks)
 
 
@@ -132,8 +133,6 @@ def _resolve_data(data, ckpt: dict, spec: ModelSpec) -> Dataset:
 
 def _build(model, spec, ckpt, targets: dict, staging: Path, data, opset: int, fp16: bool) -> dict:
     """Every artifact in `staging`, each checked by ONNX Runtime against PyTorch."""
-    import onnx
-
     staged = {}
     x, ref = reference_logits(model, data)
     plain_fmt = next(iter(targets))
@@ -232,7 +231,7 @@ def _note(fmt: str, ckpt: dict, fp16: bool, zero_fraction: float, runtime_rebuil
     precision = "fp16 weights and activations, fp32 input/output; " if fp16 else ""
     if kind == "slim":
         return precision + "slim: pruned channels removed, so smaller tensors: saves storage and compute"
-    if kind == "pruned" and prune_kind == "filter":
+    if kind == "pruned" and prune_kind == Kind.FILTER:
         return precision + (f"masked: {zeros}, stored and computed as zeros (dense size and speed); "
                             "`compress slim` removes them")
     if kind == "pruned":

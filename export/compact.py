@@ -23,8 +23,13 @@ as they are (BatchNorm-folded biases, a dense first conv).
 from __future__ import annotations
 
 import copy
+import tempfile
+from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
 
 MIN_SAVING = 1024  # bytes a tensor must save to be rewritten: each rewrite adds nodes and names
 _PREFIX = "compact/"  # names of the shared constants and rebuild steps, apart from the model's own
@@ -32,22 +37,16 @@ _INDEX_BYTES = 8  # int64 COO indices
 
 
 def _float_initializers(graph):
-    from onnx import TensorProto
-
     floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE)
     return [t for t in graph.initializer if t.data_type in floats and len(t.dims) >= 1]
 
 
 def _array(tensor) -> np.ndarray:
-    from onnx import numpy_helper
-
     return numpy_helper.to_array(tensor)
 
 
 def to_sparse_initializers(proto):
     """A copy of `proto` with sparse float weights moved to `graph.sparse_initializer` (COO)."""
-    from onnx import helper, numpy_helper
-
     proto = copy.deepcopy(proto)
     graph = proto.graph
     moved = set()
@@ -70,8 +69,6 @@ def to_sparse_initializers(proto):
 
 def to_compact(proto):
     """A copy of `proto` with sparse float weights stored as bitmask + kept values (see module doc)."""
-    from onnx import TensorProto, helper, numpy_helper
-
     proto = copy.deepcopy(proto)
     graph = proto.graph
     p = _PREFIX
@@ -126,12 +123,6 @@ def to_compact(proto):
 def rebuild_left_at_runtime(path) -> int:
     """Rebuild nodes ONNX Runtime (CPU) did not constant-fold at load: 0 means the compact
     file costs nothing per inference. Reads the graph ORT optimised (basic level)."""
-    import tempfile
-    from pathlib import Path
-
-    import onnx
-    import onnxruntime as ort
-
     with tempfile.TemporaryDirectory() as d:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC

@@ -15,11 +15,13 @@ import json
 import warnings
 from pathlib import Path
 
+import onnx
 import torch
 import torch.nn as nn
+from onnx import TensorProto
 
-from compress.checkpoint import atomic_write
 from compress.errors import CompressError
+from compress.io import atomic_write
 from compress.models import ModelSpec
 
 INPUT_NAME = "images"
@@ -41,8 +43,6 @@ class _Fp16Model(nn.Module):
 
 
 def check_opset(opset: int) -> int:
-    import onnx
-
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
         raise CompressError(f"opset {opset} is not supported",
@@ -59,8 +59,6 @@ def export_onnx(model: nn.Module, spec: ModelSpec, path: Path, *, opset: int = 1
     `compress.checkpoint.input_contract`) goes into the file's metadata for whoever ships it; `onnx.checker.check_model(full_check=True)`
     passes before the file appears (written to a temp file in the same folder, then renamed).
     """
-    import onnx
-
     check_opset(opset)
     path = Path(path)
     net = copy.deepcopy(model).float().cpu().eval()
@@ -141,7 +139,5 @@ def _check_interface(proto) -> None:
 
 def onnx_precision(proto) -> str:
     """'fp16' when any float weight is stored in half precision, else 'fp32'."""
-    from onnx import TensorProto
-
     inits = list(proto.graph.initializer) + [s.values for s in proto.graph.sparse_initializer]
     return "fp16" if any(t.data_type == TensorProto.FLOAT16 for t in inits) else "fp32"

@@ -5,14 +5,18 @@ so one tolerance serves a model whatever its logit magnitude.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 import torch.nn as nn
 
 from compress.data import Dataset, calibration_batch
 from compress.errors import CompressError
+from export.onnx_export import INPUT_NAME, onnx_precision
+from export.runtime import ort_session
 
 # fp32: float reassociation (BN folding, other conv kernels) gives ~1e-6 of the logit scale
 # over VGG13's 11 layers; 1e-4 leaves room without hiding a wrong weight.
@@ -46,10 +50,6 @@ def reference_logits(model: nn.Module, data: Dataset, n: int = 64) -> tuple[torc
 
 def compare(onnx_path: Path, x: torch.Tensor, ref: np.ndarray, *, tolerance: float | None = None) -> dict:
     """ONNX Runtime on `x` against the reference logits `ref`; see `check_parity`."""
-    import onnx
-
-    from .onnx_export import onnx_precision
-
     onnx_path = Path(onnx_path)
     if tolerance is None:
         tolerance = default_tolerance(onnx_precision(onnx.load(str(onnx_path))))
@@ -78,8 +78,6 @@ def compare(onnx_path: Path, x: torch.Tensor, ref: np.ndarray, *, tolerance: flo
 
 def _torch_logits(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     """fp32 on CPU, as exported: a CUDA reference would differ by TF32/cuDNN rounding, not by export."""
-    import copy
-
     net = model if _on_cpu_fp32(model) else copy.deepcopy(model).float().cpu()
     was_training = net.training
     net.eval()
@@ -95,9 +93,6 @@ def _on_cpu_fp32(model: nn.Module) -> bool:
 
 
 def _ort_logits(onnx_path: Path, x: torch.Tensor) -> tuple[np.ndarray, str]:
-    from .onnx_export import INPUT_NAME
-    from .runtime import ort_session
-
     sess = ort_session(onnx_path, "cpu")
     (logits,) = sess.run(None, {INPUT_NAME: x.numpy()})
     return np.asarray(logits, dtype=np.float32), sess.get_providers()[0]

@@ -20,14 +20,20 @@ import numpy as np
 import onnx
 import onnx.numpy_helper
 import torch
-from onnxruntime.quantization import CalibrationDataReader
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.qdq_loss_debug import (
+    collect_activations,
+    compute_activation_error,
+    create_activation_matching,
+    modify_model_output_intermediate_tensors,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from compress.checkpoint import atomic_write, check_writable
 from compress.data import Dataset, Loader
 from compress.errors import CompressError, did_you_mean
-
-from .onnx_export import INPUT_NAME
-from .runtime import ort_session
+from compress.io import atomic_write, check_writable
+from export.onnx_export import INPUT_NAME
+from export.runtime import ort_session
 
 METHODS = ("minmax", "entropy", "percentile")
 INT8_SUFFIX = ".int8.onnx"
@@ -155,8 +161,6 @@ def quantize_file(fp32: Path, out: Path, reader, *, proto=None, method: str = "m
     """ONNX Runtime's pre-processing + static QDQ quantization of `fp32` into `out` (checked by
     onnx.checker, metadata carried over); returns the share of int8 conv/linear weights that
     are exactly zero (symmetric weight scales keep a pruned weight at 0)."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     proto = proto if proto is not None else onnx.load(str(fp32))
     scratch = None
     if pre is None:  # the pre-processed model is an intermediate: keep it out of the output folder
@@ -171,8 +175,6 @@ def quantize_file(fp32: Path, out: Path, reader, *, proto=None, method: str = "m
 
 
 def _quantize_static(pre: Path, out: Path, reader, proto, method: str, per_channel: bool, exclude) -> float:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
     quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -238,10 +240,6 @@ def evaluate_pair(fp32: Path, int8: Path, data: Dataset, contract: dict, batch: 
 def worst_layers(fp32_pre: Path, int8: Path, reader, top: int = 5) -> list[dict]:
     """Activations compared layer by layer (ONNX Runtime's QDQ debugger): the lowest
     signal-to-quantization-noise ratios first, with the node that produces each tensor."""
-    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
-                                                         create_activation_matching,
-                                                         modify_model_output_intermediate_tensors)
-
     work = Path(tempfile.mkdtemp(prefix=".qdq-debug-", dir=Path(int8).parent))
     try:
         aug32, aug8 = work / "fp32.onnx", work / "int8.onnx"

@@ -10,7 +10,12 @@ import contextlib
 import functools
 import io
 import re
+import tempfile
 from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
 
 from compress.errors import CompressError
 
@@ -19,8 +24,6 @@ _CPU = "CPUExecutionProvider"
 
 
 def _session_options(quiet: bool = False):
-    import onnxruntime as ort
-
     opts = ort.SessionOptions()
     # 3 = errors only: ORT's warnings about unused initializers and the like are noise here;
     # 4 = fatal only, for the CUDA probe, whose failure we report ourselves.
@@ -41,8 +44,6 @@ def ort_session(path: Path, device: str = "cpu"):
     On "cuda" the session must really run on the CUDA provider: if the provider is not in
     this build, or its libraries or the GPU are missing, this raises instead of running on CPU.
     """
-    import onnxruntime as ort
-
     path = Path(path)
     kind, index = _parse_device(device)
     if not path.is_file():
@@ -67,8 +68,6 @@ def ort_session(path: Path, device: str = "cpu"):
 
 
 def _create(path: Path, providers: list, options):
-    import onnxruntime as ort
-
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types, all bad files here
@@ -79,8 +78,6 @@ def _create(path: Path, providers: list, options):
 
 def _preload_cuda_libraries() -> None:
     """onnxruntime-gpu >= 1.21 can load CUDA/cuDNN from the nvidia-* wheels torch installed."""
-    import onnxruntime as ort
-
     preload = getattr(ort, "preload_dlls", None)
     if preload is None:
         return
@@ -96,13 +93,6 @@ def _preload_cuda_libraries() -> None:
 def available_ort_devices() -> list[str]:
     """Devices ONNX Runtime can really run on here: "cpu", plus "cuda" when a probe session
     (a one-node model) starts on the CUDA provider."""
-    import tempfile
-
-    import onnx
-    from onnx import TensorProto, helper
-
-    import onnxruntime as ort
-
     devices = ["cpu"]
     if _CUDA not in ort.get_available_providers():
         return devices

@@ -16,12 +16,21 @@ from pathlib import Path
 
 import torch
 
+from compress.checkpoint import load_checkpoint, save_checkpoint
+from compress.console import out
+from compress.data import load_dataset
+from compress.kinds import Kind
+from compress.models import ModelSpec
+from compress.prune.masks import apply_masks, filter_masks, unstructured_masks
+from compress.prune.ratios import read_ratio_file
+from compress.prune.slim import slim_checkpoint
+from export import export_checkpoint
+from export.tables import export_table
+
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def trained_looking_vgg13(seed: int = 0):
-    from compress.models import ModelSpec
-
     torch.manual_seed(seed)
     spec = ModelSpec("vgg13")
     model = spec.build().eval()
@@ -34,11 +43,6 @@ def trained_looking_vgg13(seed: int = 0):
 
 
 def build_checkpoints(folder: Path) -> dict[str, Path]:
-    from compress.checkpoint import load_checkpoint, save_checkpoint
-    from compress.masks import apply_masks, filter_masks, unstructured_masks
-    from compress.ratios import read_ratio_file
-    from compress.slim import example_input, slim_checkpoint
-
     paths = {}
     spec, dense = trained_looking_vgg13()
     paths["dense"] = save_checkpoint(folder / "dense.pt", {"kind": "dense", "model": spec.to_dict(),
@@ -47,7 +51,7 @@ def build_checkpoints(folder: Path) -> dict[str, Path]:
                                ("unstructured", "vgg13_unstructured_0.80.yaml", "unstructured80")):
         _, model = trained_looking_vgg13()
         ratios = read_ratio_file(CONFIGS / config, model, kind)
-        masks = (filter_masks(model, ratios, example_input(spec)) if kind == "filter"
+        masks = (filter_masks(model, ratios, spec.example_input()) if kind == Kind.FILTER
                  else unstructured_masks(model, ratios))
         apply_masks(model, masks)
         paths[name] = save_checkpoint(folder / f"{name}.pt", {
@@ -59,11 +63,6 @@ def build_checkpoints(folder: Path) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from compress.console import out
-    from compress.data import load_dataset
-    from compress.cli_deploy import Export
-    from export import export_checkpoint
-
     p = argparse.ArgumentParser(prog="python -m export.sizes", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="folder for the checkpoints and ONNX files")
     p.add_argument("--data", default="sample", help="images for the parity checks (default: the bundled sample)")
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("dense", "filter40", "filter40_slim", "unstructured80"):
         report = export_checkpoint(ckpts[name], args.out / "onnx" / f"{name}.onnx", data=data, force=args.force)
         models += report["models"]
-    out.print(Export.table({**report, "models": models, "weight_sparsity": report["weight_sparsity"]}))
+    out.print(export_table({**report, "models": models, "weight_sparsity": report["weight_sparsity"]}))
     for m in models:
         out.print(f"{Path(m['onnx']).name}: {m['bytes']:,} bytes = {m['ratio']:.4f}x dense ONNX; {m['note']}",
                   soft_wrap=True)

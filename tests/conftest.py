@@ -74,7 +74,7 @@ def tiny_dense(small, tmp_path_factory):
 def png_folder_and_dense(sample, tmp_path_factory):
     """A 3-class PNG folder from the sample and an (untrained) dense VGG11 checkpoint for it."""
     from compress.checkpoint import save_checkpoint
-    from compress.imagefolder import write_image_folder
+    from compress.data.imagefolder import write_image_folder
     from compress.models import ModelSpec
 
     root = tmp_path_factory.mktemp("pngrun")

@@ -11,15 +11,15 @@ import pytest
 import torch
 
 from bench import BenchModel, Settings, run_benchmark
-from bench.latency import RESULT_KEYS, measure
-from bench.runtimes import Context, get_runtimes
+from bench.harness.latency import RESULT_KEYS, measure
+from bench.harness.runtimes import Context, get_runtimes
 from compress.checkpoint import save_checkpoint
 from compress.cli import main
 from compress.errors import CompressError
-from compress.masks import apply_masks, filter_masks, unstructured_masks
 from compress.models import ModelSpec
-from compress.ratios import allocate, prunable
-from compress.slim import example_input, slim_checkpoint
+from compress.prune.masks import apply_masks, filter_masks, unstructured_masks
+from compress.prune.ratios import allocate, prunable
+from compress.prune.slim import slim_checkpoint
 
 SPEC = ModelSpec("vgg13", width=0.125)
 CUDA_RUNTIMES = ("torch-bf16", "cuda-graphs", "ort-cuda")
@@ -48,7 +48,7 @@ def checkpoints(tmp_path_factory):
 
     filt = SPEC.build().eval()
     filt.load_state_dict(dense.state_dict())
-    fmasks = filter_masks(filt, {n: 0.4 for n in prunable(filt, "filter")}, example_input(SPEC))
+    fmasks = filter_masks(filt, {n: 0.4 for n in prunable(filt, "filter")}, SPEC.example_input())
     apply_masks(filt, fmasks)
     pruned = _payload("pruned", filt, masks=fmasks, meta={"prune_kind": "filter", "sparsity": 0.4})
     save_checkpoint(d / "Omp_filter_0.40_acc_10.00.pt", pruned)
@@ -242,7 +242,7 @@ def test_suite_folder_gives_dense_then_each_run(checkpoints, tmp_path):
 
 
 def test_bench_figure_uses_the_report_colours():
-    from bench.plot import model_colors
+    from bench.harness.plot import model_colors
     from compress.plots import DENSE_COLOR, MODEL_STYLES
 
     colors = model_colors(["dense", "omp_unstructured", "Imp_filter_0.40_acc_73.35_slim", "mystery"])

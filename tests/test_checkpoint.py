@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from compress.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from compress.checkpoint import load_checkpoint, save_checkpoint
 from compress.errors import CompressError
 from compress.models import ModelSpec
+from compress.prune.channels import model_from_checkpoint
 
 
 def _ckpt(spec):

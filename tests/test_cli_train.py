@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from compress.cli import main
+from compress.errors import CompressError
 
 
 def run(argv, capsys):
@@ -92,3 +93,41 @@ def test_baseline_weights_depend_on_the_seed_alone(small, tmp_path):
         train_baseline(spec, small, cfg, tmp_path / f"d{i}.pt", device=torch.device("cpu"), show=False)
         states.append(load_checkpoint(tmp_path / f"d{i}.pt")["state_dict"])
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_an_interrupted_baseline_resumes_where_it_stopped(small, tmp_path, monkeypatch, capsys):
+    """Stopped after its second epoch's checkpoint, the baseline continues from it (optimiser,
+    schedule and random state included) to exactly the weights of a run that never stopped."""
+    import compress.baseline as baseline
+    from compress.checkpoint import load_checkpoint
+    from compress.models import ModelSpec
+    from compress.train import TrainConfig
+
+    cfg = TrainConfig(epochs=3, batch_size=128, warmup_epochs=0.5, seed=2)
+    spec, cpu = ModelSpec("vgg11", width=0.125), torch.device("cpu")
+    whole = baseline.train_baseline(spec, small, cfg, tmp_path / "whole.pt", device=cpu, show=False)
+    real_save = baseline.save_checkpoint
+
+    def crash_after_epoch_2(path, payload):
+        real_save(path, payload)
+        if payload["kind"] == "dense" and payload["meta"]["epochs_completed"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(baseline, "save_checkpoint", crash_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        baseline.train_baseline(spec, small, cfg, tmp_path / "cut.pt", device=cpu, show=False)
+    monkeypatch.setattr(baseline, "save_checkpoint", real_save)
+    cut = load_checkpoint(tmp_path / "cut.pt")
+    assert not cut["meta"]["complete"] and cut["meta"]["train_state"]["epoch"] == 2
+    with pytest.raises(CompressError, match="an unfinished run with another recipe"):
+        baseline.train_baseline(spec, small, TrainConfig(epochs=3, batch_size=128, lr=0.05, seed=2),
+                                tmp_path / "cut.pt", device=cpu, show=False, resume=True)
+    resumed = baseline.train_baseline(spec, small, cfg, tmp_path / "cut.pt", device=cpu, show=True, resume=True)
+    assert "resuming the dense baseline" in capsys.readouterr().err
+    assert all(torch.equal(whole["state_dict"][k], resumed["state_dict"][k]) for k in whole["state_dict"])
+    assert [h["epoch"] for h in resumed["meta"]["history"]] == [1, 2, 3] and resumed["meta"]["complete"]
+    assert "train_state" not in load_checkpoint(tmp_path / "cut.pt")["meta"]  # a finished file stays small
+    # the CLI: a finished checkpoint has nothing to resume
+    argv = ["train", "--model", "vgg11", "--width", "0.125", "--data", "sample", "--out", str(tmp_path / "cut.pt")]
+    assert main([*argv, "--epochs", "3", "--resume"]) == 2
+    assert "is a finished run; there is nothing to resume" in capsys.readouterr().err

@@ -8,11 +8,20 @@ import torch.nn.functional as F
 
 from compress.checkpoint import load_checkpoint
 from compress.cli import main
-from compress.criteria import linearise, scores_for, synflow_ratios, synflow_scores, taylor_scores
 from compress.data import Dataset
-from compress.masks import apply_masks, filter_masks, unstructured_masks
+from compress.errors import CompressError
 from compress.models import create_model
-from compress.ratios import prunable, pruned_count
+from compress.prune.criteria import (
+    CRITERIA,
+    Criterion,
+    get_criterion,
+    linearise,
+    synflow_ratios,
+    synflow_scores,
+    taylor_scores,
+)
+from compress.prune.masks import apply_masks, filter_masks, unstructured_masks
+from compress.prune.ratios import prunable, pruned_count
 
 X = torch.zeros(1, 3, 32, 32)
 
@@ -33,12 +42,12 @@ def test_score_shapes(criterion, kind, small):
     m = create_model("vgg11", width=0.125).eval()
     names = list(prunable(m, "filter" if kind == "filter" else "unstructured"))
     ratios = {n: 0.5 for n in names}
-    scores = scores_for(criterion, kind, m, ratios, subset(small, 0), X)
+    scores = get_criterion(criterion).scores(m, kind, ratios, subset(small, 0), X)
     params = dict(m.named_parameters())
     for n in names:
         want = (params[n].shape[0],) if kind == "filter" else params[n].shape
         assert scores[n].shape == want and scores[n].dtype == torch.float32, n
-    assert scores_for("magnitude", kind, m, ratios, None, X) is None  # the mask functions use |w| / L2 norm
+    assert get_criterion("magnitude").scores(m, kind, ratios, None, X) is None  # the mask functions use |w| / L2 norm
 
 
 def test_taylor_is_first_order_and_depends_on_the_data(small):
@@ -65,7 +74,7 @@ def test_taylor_is_first_order_and_depends_on_the_data(small):
     assert not torch.allclose(other["classifier.weight"], per_weight["classifier.weight"])
     assert not m.training  # the model's mode is restored
     with pytest.raises(Exception, match="needs training data"):
-        scores_for("taylor", "unstructured", m, {n: 0.5 for n in names}, None, X)
+        get_criterion("taylor").scores(m, "unstructured", {n: 0.5 for n in names}, None, X)
 
 
 def test_synflow_is_data_free_and_prunes_what_it_scored_lowest():
@@ -73,7 +82,7 @@ def test_synflow_is_data_free_and_prunes_what_it_scored_lowest():
     m = create_model("vgg11", width=0.125).eval()
     ratios = {n: 0.8 for n in prunable(m, "unstructured")}
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    s1 = scores_for("synflow", "unstructured", m, ratios, None, X)
+    s1 = get_criterion("synflow").scores(m, "unstructured", ratios, None, X)
     s2 = synflow_scores(m, ratios, X)
     assert all(torch.equal(s1[n], s2[n]) for n in ratios)  # no data, no randomness
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())  # the model is untouched
@@ -164,3 +173,20 @@ def test_cli_runs_with_a_second_criterion(kind, criterion, ratio, tiny_run_input
     ckpt = load_checkpoint(run / manifest["result"]["path"], kinds=("pruned",))
     assert ckpt["meta"]["criterion"] == criterion
     assert manifest["result"]["sparsity"] >= float(ratio) - 0.01
+
+
+def test_criteria_are_objects_found_by_name():
+    """One registry: the CLI's choices are its names; each criterion says what it needs."""
+    from compress.cli import build_parser
+
+    assert list(CRITERIA) == ["magnitude", "taylor", "synflow"]
+    assert all(isinstance(c, Criterion) and c.name == n for n, c in CRITERIA.items())
+    assert [n for n, c in CRITERIA.items() if c.needs_data] == ["taylor"]
+    assert [n for n, c in CRITERIA.items() if c.iterative] == ["synflow"]
+    assert get_criterion(CRITERIA["taylor"]) is CRITERIA["taylor"]
+    with pytest.raises(CompressError, match="unknown criterion 'tayler'.*taylor"):
+        get_criterion("tayler")
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for command in ("unstructured", "filter", "plan", "sensitivity"):
+        criterion = next(a for a in sub.choices[command]._actions if a.dest == "criterion")
+        assert tuple(criterion.choices) == tuple(CRITERIA), command

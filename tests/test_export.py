@@ -13,10 +13,10 @@ import export
 from compress.checkpoint import load_checkpoint, save_checkpoint
 from compress.cli import main
 from compress.errors import CompressError
-from compress.masks import apply_masks, filter_masks, unstructured_masks
 from compress.models import ModelSpec
-from compress.ratios import prunable
-from compress.slim import example_input, slim_checkpoint
+from compress.prune.masks import apply_masks, filter_masks, unstructured_masks
+from compress.prune.ratios import prunable
+from compress.prune.slim import slim_checkpoint
 from export import available_ort_devices, check_parity, export_checkpoint, export_onnx, ort_session
 from export.compact import rebuild_left_at_runtime, to_compact, to_sparse_initializers
 
@@ -39,7 +39,7 @@ def trained_looking(spec: ModelSpec, seed: int = 0) -> torch.nn.Module:
 def save_pruned(path, spec, kind, ratio):
     m = trained_looking(spec)
     ratios = {n: ratio for n in prunable(m, kind)}
-    masks = (filter_masks(m, ratios, example_input(spec)) if kind == "filter" else unstructured_masks(m, ratios))
+    masks = (filter_masks(m, ratios, spec.example_input()) if kind == "filter" else unstructured_masks(m, ratios))
     apply_masks(m, masks)
     return save_checkpoint(path, {"kind": "pruned", "model": spec.to_dict(), "state_dict": m.state_dict(),
                                   "masks": masks, "meta": {"prune_kind": kind, "accuracy": 10.0}})

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from bench import gpu_kit
+from bench import gpu_kit, gpu_kit_report
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -14,7 +14,7 @@ def test_tiny_kit_writes_the_evidence(tmp_path, capsys):
     files = sorted(p.name for p in out.iterdir())
     assert files == sorted(gpu_kit.FILES) and len(files) <= 8 and all((out / f).is_file() for f in files)
     report = json.loads((out / "kit.json").read_text())
-    assert [t["target"] for t in report["targets"]] == list(gpu_kit.TARGETS)
+    assert [t["target"] for t in report["targets"]] == list(gpu_kit_report.TARGETS)
     assert all(t["verdict"] in ("skipped", "not a GPU run") for t in report["targets"])
     rows = report["latency"]
     runtimes = {r["runtime"] for r in rows}

@@ -10,8 +10,8 @@ from PIL import Image
 from compress.checkpoint import load_checkpoint
 from compress.cli import main
 from compress.data import load_dataset
+from compress.data.imagefolder import load_image_folder, write_image_folder
 from compress.errors import CompressError
-from compress.imagefolder import load_image_folder, write_image_folder
 
 CLASSES = 4
 PER_CLASS = 30

@@ -1,10 +1,11 @@
 import pytest
 import torch
 
-from compress.masks import MaskEnforcer, apply_masks, filter_masks, nm_masks, unstructured_masks
+from compress.enforcer import MaskEnforcer
 from compress.models import create_model
-from compress.ratios import prunable, pruned_count
-from compress.sparsity import sparsity_report
+from compress.prune.masks import apply_masks, filter_masks, nm_masks, unstructured_masks
+from compress.prune.ratios import prunable, pruned_count
+from compress.prune.sparsity import sparsity_report
 
 X = torch.zeros(1, 3, 32, 32)
 

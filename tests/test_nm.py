@@ -10,9 +10,8 @@ from bench import semi_structured as ss
 from compress.checkpoint import load_checkpoint
 from compress.cli import main
 from compress.errors import CompressError
-from compress.masks import apply_masks, nm_layers, nm_masks
 from compress.models import ModelSpec, create_model
-
+from compress.prune.masks import apply_masks, nm_layers, nm_masks
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread: see conftest
 

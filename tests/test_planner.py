@@ -14,20 +14,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import latency_table
-from bench.latency_table import LatencyTable, SideBySide, build_table, candidate_widths, layer_links, measured_widths
-from compress.allocator import GroupCurve, allocate, narrowest, ratios_for
+from bench.harness import latency_table
+from bench.harness.latency_table import SideBySide, build_table, candidate_widths, layer_links, measured_widths
+from compress.analysis.planner import PlanRequest, make_plan, write_plan
 from compress.cli import main
-from compress.masks import filter_groups
 from compress.models import ModelSpec
-from compress.planner import PlanRequest, make_plan, write_plan
-from compress.ratios import read_ratio_file
+from compress.prune.allocator import GroupCurve, allocate, narrowest, ratios_for
+from compress.prune.masks import filter_groups
+from compress.prune.ratios import read_ratio_file
 
 
 # --------------------------------------------------------------------------- table
 def test_table_shape_and_cache(tiny_dense, monkeypatch, one_thread):
     ckpt, _ = tiny_dense
-    from compress.checkpoint import model_from_checkpoint
+    from compress.prune.channels import model_from_checkpoint
 
     model, spec = model_from_checkpoint(ckpt), ModelSpec.from_dict(ckpt["model"])
     groups = filter_groups(model, spec.example_input())
@@ -55,7 +55,7 @@ def test_table_shape_and_cache(tiny_dense, monkeypatch, one_thread):
 
 
 def test_candidate_widths_respect_round_to_and_grouped_convs():
-    from compress.masks import FilterGroup
+    from compress.prune.masks import FilterGroup
 
     g = FilterGroup("conv", 512, {}, ["conv"])
     assert candidate_widths(g, 16)[0] == 64 and candidate_widths(g, 16)[-1] == 512
@@ -174,7 +174,7 @@ def conv_head_model(tmp_path):
 def fake_clock(monkeypatch):
     """Latency = a per-MAC cost that differs by layer depth (early layers dearer per MAC), so a
     plan that follows latency differs from one that follows MACs. Deterministic: no timing."""
-    from compress.slim import count_macs_params
+    from compress.prune.channels import count_macs_params
 
     def fake_time(self, models, budget_s=None):
         rows, ref = {}, None
@@ -216,7 +216,7 @@ def test_plan_picks_the_cheapest_widths_by_cost(conv_head_model, fake_clock, sma
     chosen = plan.cost
     assert chosen >= 0 and chosen in [a["cost"] for a in plan.attempts]
     groups = filter_groups(model, spec.example_input())
-    from compress.planner import score_costs
+    from compress.analysis.planner import score_costs
 
     costs = score_costs(model, groups, None)
     with SideBySide(spec, "ort-cpu", 2, show=False) as timer:
@@ -245,7 +245,7 @@ def test_layer_model_fits_an_exactly_bilinear_clock(conv_head_model, fake_clock)
         latency = table.fit(layer_links(model, spec, groups))
         roots = list(latency.channels)
         widths = {r: latency.channels[r] // 2 for r in roots}
-        from bench.latency_table import narrowed
+        from bench.harness.latency_table import narrowed
 
         truth = timer.time({"dense": model, "cut": narrowed(model, spec, groups, widths)})["cut"]["median_ms"]
     assert latency.rms_ms < 0.05
@@ -298,7 +298,7 @@ def test_filter_speedup_runs_the_pipeline(tiny_dense, fake_clock, tmp_path, caps
 
 # --------------------------------------------------------------------------- statistics for comparisons
 def test_wilson_and_mcnemar_against_known_values():
-    from compress.comparisons import sentence as said
+    from compress.analysis.comparisons import sentence as said
     from compress.stats import mcnemar_exact, paired, wilson
 
     def sentence(a, b, r):
@@ -329,7 +329,7 @@ def test_compare_command(tiny_dense, capsys, one_thread):
 
 
 def test_latency_budget_is_judged_in_milliseconds(conv_head_model, fake_clock, small):
-    from compress.slim import count_macs_params
+    from compress.prune.channels import count_macs_params
 
     spec, model = conv_head_model
     dense_ms = 0.1 + count_macs_params(model, spec)[0] / 1e6  # the fake clock's dense latency
@@ -342,18 +342,18 @@ def test_latency_budget_is_judged_in_milliseconds(conv_head_model, fake_clock, s
 
 
 def test_loss_costs_are_cached(conv_head_model, small, monkeypatch):
-    from compress import planner
+    from compress.analysis import plan_costs
 
     spec, model = conv_head_model
     groups = filter_groups(model, spec.example_input())
     widths = {g.root: measured_widths(g, 8) for g in groups if measured_widths(g, 8)}
-    first = planner.loss_costs(model, spec, groups, None, small, widths, show=False)
+    first = plan_costs.loss_costs(model, spec, groups, None, small, widths, show=False)
     assert all(first[r](g.channels) == 0.0 for g in groups for r in [g.root] if r in widths)
-    monkeypatch.setattr(planner, "_measure_loss_curves", lambda *a, **k: pytest.fail("measured again"))
-    again = planner.loss_costs(model, spec, groups, None, small, widths, show=False)
+    monkeypatch.setattr(plan_costs, "_measure_loss_curves", lambda *a, **k: pytest.fail("measured again"))
+    again = plan_costs.loss_costs(model, spec, groups, None, small, widths, show=False)
     for r, ws in widths.items():
         assert [again[r](w) for w in ws] == pytest.approx([first[r](w) for w in ws])
     with torch.no_grad():  # other weights: another cache entry
         next(model.parameters()).add_(1.0)
     monkeypatch.undo()
-    planner.loss_costs(model, spec, groups, None, small, widths, show=False)
+    plan_costs.loss_costs(model, spec, groups, None, small, widths, show=False)

@@ -65,7 +65,6 @@ def test_the_drop_gate_reads_validation_when_there_is_one(fp32, small, tmp_path)
     the real images (the numbers a plain run reports as test), the report keeps the blank test split."""
     import dataclasses
 
-    import torch
 
     data = dataclasses.replace(small, val_x=small.test_x, val_y=small.test_y, test_x=torch.zeros_like(small.test_x),
                                extra={"val_split": {"fraction": 0}})
@@ -130,9 +129,9 @@ def _plain_model():
 
 def test_pruned_zeros_stay_zero_in_int8(tiny_dense, small, tmp_path):
     """Symmetric weight scales map a pruned weight to exactly 0 in INT8."""
-    from compress.checkpoint import model_from_checkpoint
-    from compress.masks import apply_masks, unstructured_masks
-    from compress.ratios import allocate
+    from compress.prune.channels import model_from_checkpoint
+    from compress.prune.masks import apply_masks, unstructured_masks
+    from compress.prune.ratios import allocate
 
     ckpt, _ = tiny_dense
     model = model_from_checkpoint(ckpt)

@@ -2,7 +2,7 @@ import pytest
 
 from compress.errors import CompressError
 from compress.models import create_model
-from compress.ratios import allocate, planned_sparsity, prunable, read_ratio_file, round_to_multiple
+from compress.prune.ratios import allocate, planned_sparsity, prunable, read_ratio_file, round_to_multiple
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ from compress.checkpoint import load_checkpoint, save_checkpoint
 from compress.cli import main
 from compress.errors import CompressError
 from compress.models import ModelSpec
-from compress.ratios import prunable
-from compress.report import write_report
-from compress.schedule import PruneJob, prune
-from compress.slim import slim_checkpoint
+from compress.prune.ratios import prunable
+from compress.prune.schedule import PruneJob, prune
+from compress.prune.slim import slim_checkpoint
+from compress.report.writer import write_report
 from compress.train import TrainConfig
 
 CPU = torch.device("cpu")

@@ -6,8 +6,8 @@ import torch
 from compress.checkpoint import load_checkpoint, save_checkpoint
 from compress.errors import CompressError
 from compress.models import ModelSpec
-from compress.ratios import prunable
-from compress.schedule import PruneJob, epochs_per_round, prune, round_ratios, round_targets
+from compress.prune.ratios import prunable
+from compress.prune.schedule import PruneJob, epochs_per_round, prune, round_ratios, round_targets
 from compress.train import TrainConfig
 
 

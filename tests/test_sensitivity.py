@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
-from compress.checkpoint import model_from_checkpoint
+from compress.analysis.sensitivity import SensitivityOptions, drop_curve, interpolate, propose_ratios, run_sensitivity
 from compress.cli import main
+from compress.cli.pipeline import PruneOptions, resolve_ratios
 from compress.errors import CompressError
-from compress.pipeline import PruneOptions, resolve_ratios
-from compress.ratios import planned_sparsity, pruned_count, read_ratio_file
-from compress.sensitivity import (SensitivityOptions, drop_curve, interpolate, propose_ratios, run_sensitivity)
+from compress.prune.channels import model_from_checkpoint
+from compress.prune.ratios import planned_sparsity, pruned_count, read_ratio_file
 
 CPU = torch.device("cpu")
 
@@ -64,7 +64,7 @@ def test_sensitivity_writes_curves_and_a_usable_ratio_file(dense, small, tmp_pat
     proposed = read_ratio_file(tmp_path / "proposed.yaml", model, kind)
     assert planned_sparsity(model, kind, proposed) >= target
     text = (tmp_path / "proposed.yaml").read_text()
-    assert text.startswith("# Layer ratios proposed by `compress sensitivity`") and f"--config" in text
+    assert text.startswith("# Layer ratios proposed by `compress sensitivity`") and "--config" in text
     doc = json.loads((tmp_path / "sensitivity.json").read_text())
     assert doc["proposal"]["planned_sparsity"] >= target and doc["proposal"]["predicted_drop"] >= 0
     # the prune command takes the file as it is
@@ -74,7 +74,7 @@ def test_sensitivity_writes_curves_and_a_usable_ratio_file(dense, small, tmp_pat
 
 def test_synflow_and_bn_recalibration(dense, small, tmp_path, monkeypatch):
     ckpt, _ = dense
-    monkeypatch.setattr("compress.sweep.SYNFLOW_ITERATIONS", 5)
+    monkeypatch.setattr("compress.analysis.paths.SYNFLOW_ITERATIONS", 5)
     opts = SensitivityOptions(kind="unstructured", ratios=(0.5, 0.9), target=0.6, criterion="synflow", recalibrate_bn=1)
     res = run_sensitivity(ckpt, small, opts, tmp_path, device=CPU, show=False)
     assert res.summary["criterion"] == "synflow" and res.summary["recalibrate_bn_images"] == 128

@@ -1,13 +1,14 @@
 import pytest
 import torch
 
-from compress.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from compress.checkpoint import load_checkpoint, save_checkpoint
 from compress.cli import main
 from compress.errors import CompressError
-from compress.masks import apply_masks, filter_masks
 from compress.models import ModelSpec
-from compress.ratios import allocate, prunable
-from compress.slim import example_input, slim, slim_checkpoint
+from compress.prune.channels import model_from_checkpoint
+from compress.prune.masks import apply_masks, filter_masks
+from compress.prune.ratios import allocate, prunable
+from compress.prune.slim import slim, slim_checkpoint
 
 
 def masked_model(name, ratio=0.4, width=0.25, seed=0):
@@ -19,7 +20,7 @@ def masked_model(name, ratio=0.4, width=0.25, seed=0):
             mod.running_mean.uniform_(-0.5, 0.5)
             mod.running_var.uniform_(0.5, 2.0)
             mod.bias.data.uniform_(-0.2, 0.2)
-    masks = filter_masks(m, {n: ratio for n in prunable(m, "filter")}, example_input(spec))
+    masks = filter_masks(m, {n: ratio for n in prunable(m, "filter")}, spec.example_input())
     apply_masks(m, masks)
     return spec, m, masks
 
@@ -37,7 +38,7 @@ def test_slim_equals_masked(name, small):
 def test_uniform_40_vgg13_widths_and_macs():
     spec = ModelSpec("vgg13")
     m = spec.build().eval()
-    apply_masks(m, filter_masks(m, allocate(m, "filter", 0.4), example_input(spec)))
+    apply_masks(m, filter_masks(m, allocate(m, "filter", 0.4), spec.example_input()))
     r = slim(m, spec)
     widths = r.stats["widths"]["slim"]
     expected = {64: 38, 128: 77, 256: 154, 512: 307}

@@ -13,9 +13,9 @@ import torch.multiprocessing as mp
 from compress.checkpoint import load_checkpoint
 from compress.cli import main
 from compress.data import Loader, eval_loader, load_dataset, with_validation
+from compress.data.imagefiles import ImageFiles
+from compress.data.imagefolder import load_image_folder, write_image_folder
 from compress.errors import CompressError
-from compress.imagefiles import ImageFiles
-from compress.imagefolder import load_image_folder, write_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["train", "--model", "vgg11", "--width", "0.125", "--epochs", "1", "--batch-size", "16"]

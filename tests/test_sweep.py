@@ -5,12 +5,13 @@ import json
 import pytest
 import torch
 
+from compress.analysis.evaluate import Evaluator, layer_blocks
+from compress.analysis.paths import OneShot, SynflowPath
+from compress.analysis.sweep import SweepOptions, choose_tradeoff, run_sweep, sparsity_grid
 from compress.cli import main
 from compress.errors import CompressError
-from compress.masks import filter_masks, unstructured_masks
-from compress.ratios import allocate
-from compress.sweep import (Evaluator, OneShot, SweepOptions, SynflowPath, choose_tradeoff, layer_blocks, run_sweep,
-                            sparsity_grid)
+from compress.prune.masks import filter_masks, unstructured_masks
+from compress.prune.ratios import allocate
 from compress.train import evaluate
 
 CPU = torch.device("cpu")
@@ -49,7 +50,7 @@ def test_tradeoff_is_the_last_point_before_the_first_breakdown():
 @pytest.mark.parametrize("allocation", ["uniform", "global"])
 def test_fast_masks_equal_the_mask_functions(dense, small, allocation):
     ckpt, _ = dense
-    from compress.checkpoint import model_from_checkpoint
+    from compress.prune.channels import model_from_checkpoint
 
     model = model_from_checkpoint(ckpt)
     example = torch.zeros(1, 3, 32, 32)
@@ -68,7 +69,7 @@ def test_fast_masks_equal_the_mask_functions(dense, small, allocation):
 
 def test_synflow_path_masks_only_grow(dense):
     ckpt, _ = dense
-    from compress.checkpoint import model_from_checkpoint
+    from compress.prune.channels import model_from_checkpoint
 
     model = model_from_checkpoint(ckpt)
     example = torch.zeros(1, 3, 32, 32)
@@ -89,7 +90,7 @@ def test_synflow_path_masks_only_grow(dense):
 
 def test_folded_evaluation_matches_evaluate(dense, small):
     ckpt, _ = dense
-    from compress.checkpoint import model_from_checkpoint
+    from compress.prune.channels import model_from_checkpoint
 
     model = model_from_checkpoint(ckpt)
     acc, _ = evaluate(model, small, CPU)
@@ -98,8 +99,8 @@ def test_folded_evaluation_matches_evaluate(dense, small):
 
 def test_bn_recalibration_changes_statistics_not_weights(dense, small):
     ckpt, _ = dense
-    from compress.checkpoint import model_from_checkpoint
-    from compress.sweep import recalibrate_bn
+    from compress.analysis.evaluate import recalibrate_bn
+    from compress.prune.channels import model_from_checkpoint
 
     model = model_from_checkpoint(ckpt)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -116,7 +117,7 @@ def test_bn_recalibration_changes_statistics_not_weights(dense, small):
 
 def test_blocks_follow_the_resolution(dense):
     ckpt, _ = dense
-    from compress.checkpoint import model_from_checkpoint
+    from compress.prune.channels import model_from_checkpoint
 
     blocks = layer_blocks(model_from_checkpoint(ckpt), torch.zeros(1, 3, 32, 32), "unstructured")
     assert blocks["features.0.weight"] == "block 1 (32×32)" and blocks["features.4.weight"] == "block 2 (16×16)"
@@ -162,8 +163,8 @@ def test_sweep_writes_curve_tradeoff_and_layers(dense, small, tmp_path):
 
 def test_filter_sweep_with_synflow_and_finetune(dense, small, tmp_path, monkeypatch):
     ckpt, _ = dense
-    monkeypatch.setattr("compress.sweep.SYNFLOW_ITERATIONS", 10)
-    import compress.sweep as sweep_module
+    monkeypatch.setattr("compress.analysis.paths.SYNFLOW_ITERATIONS", 10)
+    import compress.analysis.sweep as sweep_module
 
     calls, real_train = [], sweep_module.train
 
@@ -175,7 +176,7 @@ def test_filter_sweep_with_synflow_and_finetune(dense, small, tmp_path, monkeypa
                       "images": data.train_x.shape[0], "epochs": cfg.epochs})
         return result
 
-    monkeypatch.setattr("compress.sweep.train", spy)
+    monkeypatch.setattr("compress.analysis.sweep.train", spy)
     opts = SweepOptions(kind="filter", start=0.1, stop=0.5, step=0.2, criteria=("synflow",), finetune_steps=1,
                         recalibrate_bn=1, allocation="uniform", tolerance=100.0)
     run_sweep(ckpt, small, opts, tmp_path, device=CPU, show=False)
@@ -221,7 +222,7 @@ def test_cli_sweep_and_its_errors(dense, tmp_path, capsys):
 
 
 def test_tradeoff_falls_back_to_the_knee():
-    from compress.sweep import choose_tradeoff
+    from compress.analysis.sweep import choose_tradeoff
 
     # slides gently, then falls: the knee is where the fall starts (0.90)
     accs = [70, 69.5, 69, 68.5, 68, 67.5, 67, 66.5, 66, 64, 40, 20, 10]
@@ -235,7 +236,7 @@ def test_tradeoff_falls_back_to_the_knee():
 
 
 def test_default_tolerance_grows_with_the_noise_of_a_small_test_set():
-    from compress.sweep import default_tolerance, standard_error
+    from compress.analysis.sweep import default_tolerance, standard_error
 
     assert standard_error(74.14, 1017) == pytest.approx(1.37, abs=0.01)
     assert default_tolerance(74.14, 1017) == pytest.approx(2.7)  # the bundled sample: one point is noise

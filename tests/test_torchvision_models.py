@@ -7,10 +7,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from compress.checkpoint import load_checkpoint, model_from_checkpoint
+from compress.checkpoint import load_checkpoint
 from compress.cli import main
-from compress.imagefolder import write_image_folder
+from compress.data.imagefolder import write_image_folder
 from compress.models import create_model
+from compress.prune.channels import model_from_checkpoint
 
 NO_STAGES = ["--no-slim", "--no-export", "--no-bench", "--no-report"]
 

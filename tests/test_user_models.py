@@ -19,7 +19,7 @@ from compress.cli import main
 from compress.errors import CompressError
 from compress.models import ModelSpec
 from compress.models.sources import canonical, parse_model_args
-from compress.ratios import prunable, read_ratio_file
+from compress.prune.ratios import prunable, read_ratio_file
 
 ZOO = Path(__file__).parent / "user_models" / "zoo_vgg.py"
 SOURCE = f"{ZOO}:vgg13"
@@ -201,7 +201,8 @@ def test_layers_lists_and_templates(tmp_path, capsys):
 
 
 def test_checkpoint_whose_source_is_gone(tmp_path, weight_files):
-    from compress.checkpoint import model_from_checkpoint, save_checkpoint
+    from compress.checkpoint import save_checkpoint
+    from compress.prune.channels import model_from_checkpoint
 
     moved = tmp_path / "my_vgg.py"
     moved.write_text(ZOO.read_text())
@@ -222,9 +223,9 @@ def test_checkpoint_whose_source_is_gone(tmp_path, weight_files):
 ])
 def test_torchvision_filter_prune_slim_onnx(name, structure, small, tmp_path):
     """Filter pruning, slim equal to masked on real images, ONNX parity, at 32 px."""
-    from compress.masks import apply_masks, filter_masks
-    from compress.ratios import allocate
-    from compress.slim import slim
+    from compress.prune.masks import apply_masks, filter_masks
+    from compress.prune.ratios import allocate
+    from compress.prune.slim import slim
     from export.onnx_export import export_onnx
     from export.parity import compare, reference_logits
 

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
+from compress.analysis.comparisons import bootstrap, sentence
 from compress.checkpoint import split_for
 from compress.cli import main
-from compress.comparisons import bootstrap, sentence
 from compress.data import auto_val_fraction, parse_val_split, with_validation
 from compress.errors import CompressError
 from compress.stats import interval, mean_sd, pack_correct, unpack_correct, with_ci
@@ -73,7 +73,7 @@ def test_sweep_chooses_on_validation_whatever_the_test_split_says(tiny_dense, sm
     """The same model and validation images, once with the real test images and once with the test
     split blanked out: the curve the choice reads and the trade-off are the same, only the
     reported test column changes. Without a validation split the test split is read (and said)."""
-    from compress.sweep import SweepOptions, choose_tradeoff, run_sweep
+    from compress.analysis.sweep import SweepOptions, choose_tradeoff, run_sweep
 
     ckpt, _ = tiny_dense
     opts = SweepOptions(kind="unstructured", start=0.3, stop=0.96, step=0.22, tolerance=2.0, recalibrate_bn=0)

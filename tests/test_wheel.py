@@ -15,10 +15,16 @@ def test_wheel_ships_and_finds_the_ratio_files(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "compress/configs/vgg13_filter_0.40.yaml" in names
     assert "compress/configs/vgg13_unstructured_0.80.yaml" in names
+    # every module of the source tree (no sub-package forgotten in pyproject.toml), and the
+    # report's template, which is not a .py file
+    sources = {str(p.relative_to(ROOT)) for d in ("compress", "export", "bench") for p in (ROOT / d).rglob("*.py")}
+    assert sorted(sources - set(names)) == []
+    assert "compress/report/questions.md" in names
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     # the installed copy, not this checkout, answers (PYTHONPATH comes before the editable install)
     probe = ("import compress.presets as p; print(p.shipped_config('vgg13', 'filter', 0.4)); "
-             "print(p.shipped_config('vgg13', 'unstructured', 0.8))")
+             "print(p.shipped_config('vgg13', 'unstructured', 0.8)); "
+             "import compress.report.questions as q; assert 'q4_resnet' in q.TEXT, q.TEXT")
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
                          env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr[-2000:]

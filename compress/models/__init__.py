@@ -4,10 +4,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+import torch
 import torch.nn as nn
 
-from ..errors import CompressError, did_you_mean
-from ..structure import mark_fixed_filters
+from compress.errors import CompressError, did_you_mean
+from compress.models.structure import mark_fixed_filters
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], str]] = {}
 
@@ -27,6 +28,10 @@ class ModelSpec:
     in_channels: int = 3
     args: dict = field(default_factory=dict, hash=False, compare=True)
 
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        """Zeros of the input shape: what tracing (Torch-Pruning's graph, op counts, ONNX) needs."""
+        return torch.zeros(batch, self.in_channels, self.image_size, self.image_size)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         if not d["args"]:
@@ -45,11 +50,6 @@ class ModelSpec:
     @property
     def source_kind(self) -> str:
         return sources.kind_of(self.name)
-
-    def example_input(self, batch: int = 1):
-        import torch
-
-        return torch.zeros(batch, self.in_channels, self.image_size, self.image_size)
 
     @property
     def cifar_variant(self) -> str | None:
@@ -121,4 +121,4 @@ def scaled(channels: int, width: float) -> int:
 
 
 # Register the architectures (import for side effects).
-from . import alexnet, resnet_cifar, sources, torchvision_models, vgg  # noqa: E402,F401
+from compress.models import alexnet, resnet_cifar, sources, torchvision_models, vgg  # noqa: E402,F401

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from . import register_model, scaled
+from compress.models import register_model, scaled
 
 
 class AlexNetSmall(nn.Module):

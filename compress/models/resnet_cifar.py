@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import register_model, scaled
+from compress.models import register_model, scaled
 
 
 class BasicBlock(nn.Module):

@@ -22,9 +22,10 @@ import sys
 from pathlib import Path
 
 import torch.nn as nn
+import torchvision
 import yaml
 
-from ..errors import CompressError, did_you_mean
+from compress.errors import CompressError, did_you_mean
 
 TORCHVISION = "torchvision:"
 # torchvision builders the registry has CIFAR-stem variants of (stride-1 stem, no max-pool):
@@ -122,16 +123,12 @@ def build_from_source(source: str, args: dict, *, num_classes: int, image_size: 
 
 
 def _check_torchvision_name(name: str) -> None:
-    import torchvision
-
     available = torchvision.models.list_models(module=torchvision.models)  # classification only
     if name not in available:
         raise CompressError(f"torchvision has no classification model {name!r}", did_you_mean(name, available))
 
 
 def _torchvision(name: str, args: dict, num_classes: int, image_size: int, in_channels: int) -> nn.Module:
-    import torchvision
-
     _check_torchvision_name(name)
     if in_channels != 3:
         raise CompressError(f"torchvision:{name} takes 3-channel images, the data has {in_channels}",

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch.nn as nn
 import torchvision
+from torchvision.models.resnet import BasicBlock, ResNet
 
-from . import register_model
+from compress.models import register_model
 
 
 @register_model("resnet18", "torchvision ResNet-18 (CIFAR stem for inputs <= 64 px)")
@@ -32,8 +33,6 @@ def _kaiming(conv: nn.Conv2d) -> nn.Conv2d:
 def _scaled_resnet18(base: int, num_classes: int) -> nn.Module:
     """torchvision's ResNet-18 with every stage's width multiplied (torchvision has no such knob;
     its `_make_layer` sizes blocks from `inplanes`, so setting the base width is enough)."""
-    from torchvision.models.resnet import BasicBlock, ResNet
-
     class ScaledResNet(ResNet):
         def __init__(self):
             nn.Module.__init__(self)

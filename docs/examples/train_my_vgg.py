@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-
 from my_vgg import vgg13
 
 SAMPLE = Path(__file__).resolve().parents[2] / "compress/assets/cifar10-sample/cifar-10-batches-py"

@@ -1,0 +1,124 @@
+"""bench.json, bench.csv and the tables printed on screen."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from rich.table import Table
+
+from bench.harness.latency import RESULT_KEYS
+from compress.io import atomic_write
+
+
+def write_json(report: dict, path: Path) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+
+
+def write_csv(report: dict, path: Path) -> Path:
+    """One row per model × runtime × batch size; model size columns joined in for spreadsheets."""
+    sizes = {m["name"]: m for m in report["models"]}
+    extra = ("kind", "params", "macs", "checkpoint_bytes", "onnx_bytes")
+
+    def write(tmp: Path):
+        with tmp.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(RESULT_KEYS + extra)
+            for r in report["results"]:
+                m = sizes.get(r["model"], {})
+                w.writerow([_cell(r.get(k)) for k in RESULT_KEYS] + [_cell(m.get(k)) for k in extra])
+
+    return atomic_write(path, write)
+
+
+def _cell(v):
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+def _mb(n: int | None) -> str:
+    return "–" if n is None else f"{n / 1e6:.2f}"
+
+
+def models_table(report: dict) -> Table:
+    t = Table(title="models")
+    t.add_column("model", overflow="fold")
+    t.add_column("kind")
+    t.add_column("params", justify="right")
+    t.add_column("MACs", justify="right")
+    t.add_column("checkpoint MB", justify="right")
+    t.add_column("ONNX MB", justify="right")
+    t.add_column("sparsity", justify="right")
+    t.add_column("acc %", justify="right")
+    dense = report["models"][0]
+    for m in report["models"]:
+        kind = m["kind"] + (f" ({m['prune_kind']})" if m.get("prune_kind") else "")
+        sparsity = m.get("filter_sparsity", m.get("sparsity")) if m["kind"] == "slim" else m.get("sparsity")
+        t.add_row(m["name"], kind, f"{m['params'] / 1e6:.2f}M", f"{m['macs'] / 1e6:.1f}M ({m['macs'] / dense['macs']:.2f}x)",
+                  _mb(m["checkpoint_bytes"]), _mb(m["onnx_bytes"]),
+                  "–" if sparsity is None else f"{100 * sparsity:.1f}%",
+                  "–" if m.get("accuracy") is None else f"{m['accuracy']:.2f}")
+    return t
+
+
+def results_table(report: dict) -> Table:
+    """Measured rows; skipped rows folded into one line per runtime and reason."""
+    machine, settings = report["machine"], report["settings"]
+    where = machine.get("gpu") if settings["device"].startswith("cuda") else machine.get("cpu")
+    threads = settings["threads"]
+    t = Table(title=f"latency on {where} ({threads} CPU thread{'' if threads == 1 else 's'})",
+              caption=f"median of timed runs after warm-up; spread = p25–p75 (IQR) and min; speed-up = "
+                      f"{report['models'][0]['name']} median / model median, same runtime and batch, measured "
+                      f"interleaved. torch {machine.get('torch')}, onnxruntime {machine.get('onnxruntime', '–')}")
+    gpu = any(r.get("peak_gpu_mb") is not None for r in report["results"])
+    for col, just in (("runtime", "left"), ("batch", "right"), ("model", "left"), ("median ms", "right"),
+                      ("p90 ms", "right"), ("IQR ms", "right"), ("min ms", "right"), ("images/s", "right"),
+                      ("speed-up", "right"), ("runs (warm-up)", "right")) + ((("peak GPU MB", "right"),) if gpu else ()):
+        t.add_column(col, justify=just, overflow="fold")
+    ok = [r for r in report["results"] if r["status"] == "ok"]
+    last = None
+    for r in ok:
+        if last is not None and (r["runtime"], r["batch_size"]) != last:
+            t.add_section()
+        last = (r["runtime"], r["batch_size"])
+        s = r["speedup_vs_dense"]
+        speed = "–" if s is None else f"{s:.2f}x"
+        style = "bold green" if s and s >= 1.2 else ("dim" if s is not None and r["model"] != report["models"][0]["name"] and s < 1.1 else "")
+        row = [r["runtime"], str(r["batch_size"]), r["model"], _ms(r["median_ms"]), _ms(r["p90_ms"]), _ms(r["iqr_ms"]),
+               _ms(r["min_ms"]), f"{r['images_per_s']:,.0f}", f"[{style}]{speed}[/]" if style else speed,
+               f"{r['repeats']} ({r['warmup']})"]
+        if gpu:
+            row.append("–" if r["peak_gpu_mb"] is None else f"{r['peak_gpu_mb']:.0f}")
+        t.add_row(*row)
+    return t
+
+
+def skipped_table(report: dict) -> Table | None:
+    """One line per runtime and reason for the rows that were not measured, or None."""
+    groups = _skipped_groups(report["results"])
+    if not groups:
+        return None
+    t = Table(title="not measured")
+    for col in ("runtime", "batch", "models", "why"):
+        t.add_column(col)
+    for (runtime, reason), rows in groups.items():
+        models = list(dict.fromkeys(r["model"] for r in rows))
+        batches = sorted({r["batch_size"] for r in rows})
+        t.add_row(runtime, ",".join(map(str, batches)),
+                  "all" if len(models) == len(report["models"]) else ", ".join(models), f"[yellow]{reason}[/yellow]")
+    return t
+
+
+def _skipped_groups(results: list[dict]) -> dict:
+    groups: dict = {}
+    for r in results:
+        if r["status"] == "skipped":
+            groups.setdefault((r["runtime"], r["reason"]), []).append(r)
+    return groups
+
+
+def _ms(v: float) -> str:
+    return f"{v:.3f}" if v < 10 else f"{v:.1f}"

@@ -1,0 +1,87 @@
+"""The `compress` command: argument parsing and printing only; every subcommand calls the library.
+
+Errors a user can fix are `CompressError`s: one line on stderr, exit code 2. `--debug` shows
+the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from compress.cli.base import COMMANDS, Parser
+from compress.console import err, out
+from compress.errors import CompressError
+
+# --------------------------------------------------------------------------- entry point
+DATA_PARALLEL = ("train", "unstructured", "filter", "nm", "all", "sweep", "sensitivity")  # the commands that run under torchrun
+COMMAND_MODULES = ("compress.cli.train", "compress.cli.prune", "compress.cli.deploy", "compress.cli.analysis", "compress.cli.model", "compress.cli.plan")  # register more subcommands on import
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    from compress import __version__
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
+
+    parser = Parser(
+        prog="compress",
+        description="Prune CNNs, physically remove what was pruned, export slim ONNX models and measure them.",
+        epilog="Run `compress COMMAND --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"compress {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+        cmd.add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or a usage error (already printed)
+        return int(e.code or 0)
+    if not args.command:
+        parser.print_help()
+        return 2
+    args.argv = ["compress", *(sys.argv[1:] if argv is None else argv)]
+    from compress import distributed
+
+    if distributed.launched() and args.command not in DATA_PARALLEL:
+        err.print(f"[bold red]error:[/bold red] `compress {args.command}` does not run under torchrun yet; "
+                  f"run it as one process (data-parallel so far: {', '.join(DATA_PARALLEL)})", soft_wrap=True)
+        return 2
+    rank = int(os.environ.get("RANK", "0"))
+    if rank:  # under torchrun rank 0 speaks for all; the others only report their own errors
+        out.quiet = err.quiet = True
+    try:
+        return COMMANDS[args.command].run(args) or 0
+    except CompressError as e:
+        if args.debug:
+            raise
+        if rank:
+            print(f"error: (rank {rank}) {e}", file=sys.stderr)
+        else:
+            err.print(f"[bold red]error:[/bold red] {e}", soft_wrap=True)
+        return e.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted; finished files are intact, unfinished ones were not written")
+        return 130
+    except RuntimeError as e:
+        if not distributed.launched() or args.debug:
+            raise
+        print(f"error: (rank {rank}) the process group failed: {str(e).splitlines()[0]}; the other ranks stop "
+              f"too (within {distributed.TIMEOUT_S} s at most, COMPRESS_DIST_TIMEOUT)", file=sys.stderr)
+        return 1
+    finally:
+        distributed.teardown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""Options the subcommands share (data, model, training, seeds, stages, plans) and turning them into
+data, configs and the data-parallel world.
+
+The library is imported inside each command and helper, deliberately: `compress --help` then
+starts in 0.1 s instead of the 2 s that importing torch takes.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from compress.errors import CompressError
+
+
+# --------------------------------------------------------------------------- shared options
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {v})")
+    return v
+
+
+def ratio(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"a sparsity ratio must be in [0, 1) (got {v}); e.g. 0.8 for 80%")
+    return v
+
+
+def val_split_value(text: str) -> float | None:
+    from compress.data import parse_val_split
+
+    return parse_val_split(text)
+
+
+def add_data_args(p: argparse.ArgumentParser, **helps: str) -> None:
+    """The data options; `helps` replaces an option's help by its dest (e.g. data=..., device=...)
+    where a command uses it differently."""
+    data_help = ("CIFAR-10 folder (cifar-10-batches-py), 'sample' (bundled 4068/1017 images), 'cifar10' "
+                        "(cache or download), 'imagefolder:PATH', or 'auto' (cache, download, else sample)")
+    p.add_argument("--data", default="auto", metavar="SOURCE", help=helps.get("data", "") + data_help)
+    p.add_argument("--image-size", type=positive_int, default=None, metavar="N",
+                   help=helps.get("image_size", "resize images to N x N px (image folders: default their own size "
+                                                "when all share one, else 64; CIFAR: 32)"))
+    p.add_argument("--val-split", type=_arg_type(val_split_value), default=None, metavar="F",
+                   help="fraction of the training images held out (seeded, per class) for every choice the tool "
+                        "makes; the test split is only reported. auto (default): 10%%, at least 1000 images "
+                        "(at most a fifth), at most 5000; 0: none, choices then read the test split (said). "
+                        "A checkpoint of ours keeps the split it was trained beside")
+    p.add_argument("--stream", action="store_true",
+                   help="image folders: read the images from disk each epoch through DataLoader worker processes "
+                        "instead of holding them decoded in memory (automatic above a quarter of RAM, or of GPU "
+                        "memory; COMPRESS_STREAM_ABOVE_MB sets the limit). Results are the same either way")
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                   help="DataLoader processes per training process for a streamed folder (default: the CPUs "
+                        "shared among torchrun's processes on this node, at most 8)")
+    p.add_argument("--device", default="auto",
+                   help=helps.get("device", "auto | cpu | cuda[:N] (default: cuda when available)"))
+
+
+def add_train_args(p: argparse.ArgumentParser, epochs: int | None, lr: float | None,
+                   title: str = "training") -> None:
+    g = p.add_argument_group(title)
+    g.add_argument("--epochs", type=positive_int, default=epochs,
+                   help="epochs of the training set (default: the recipe's, see compress/presets.py)")
+    g.add_argument("--lr", type=float, default=lr,
+                   help="peak learning rate per 128 images of the global batch, scaled with --batch-size "
+                        "(default: the recipe's); the same value on 1 or N processes")
+    g.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per step (default: the recipe's); under torchrun the global batch over all "
+                        "processes, each taking an equal share of it (it must divide evenly)")
+    g.add_argument("--seed", type=int, default=0, help="seed for init, shuffling and augmentation (default 0)")
+    g.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun: BatchNorm statistics over the global batch, not each process's share "
+                        "(for small per-process batches)")
+
+
+def add_seeds_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("repeated seeds")
+    g.add_argument("--seeds", type=_arg_type(seeds_value), default=None, metavar="LIST",
+                   help="run once per seed (e.g. 0,1,2) into OUT/seed_N, then OUT/report.md and OUT/seeds.json: "
+                        "mean ± sd per model and paired comparisons pooled over seeds and test images")
+    g.add_argument("--seed-dense", choices=("each", "shared"), default="each",
+                   help="each (default): a dense baseline per seed, so the spread holds its noise too; shared: one "
+                        "baseline (the first seed's) for all, cheaper. A --checkpoint is always shared")
+
+
+def seeds_value(text: str) -> tuple[int, ...]:
+    from compress.cli.seeds import parse_seeds
+
+    return parse_seeds(text)
+
+
+def floats(text: str) -> tuple[float, ...]:
+    """'0.5,0.5,0.5' -> (0.5, 0.5, 0.5)."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 0.5,0.5,0.5") from None
+
+
+def add_model_args(p: argparse.ArgumentParser, weights: bool = False) -> None:
+    p.add_argument("--model", default=None, metavar="SOURCE",
+                   help="a registered name (`compress models`), torchvision:NAME (any torchvision classifier, "
+                        "random init), FILE.py:CALLABLE or package.module:CALLABLE returning an nn.Module "
+                        "(default: the checkpoint's own model, else vgg13)")
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword argument for the model's builder, a YAML scalar (repeatable)")
+    p.add_argument("--width", type=float, default=1.0,
+                   help="channel width multiplier of registered models (default 1.0; tests use 0.125)")
+    p.add_argument("--mean", type=floats, default=None, metavar="R,G,B",
+                   help="input normalisation the model expects, per channel in [0, 1] units (default: the data's own)")
+    p.add_argument("--std", type=floats, default=None, metavar="R,G,B", help="see --mean")
+    if weights:
+        p.add_argument("--trust-pickle", action="store_true",
+                       help="allow --checkpoint to be a whole pickled module (torch.save(model, f)); unpickling "
+                            "runs code from the file, so only for files you trust. Recorded in the manifest")
+
+
+def model_source(args) -> tuple[str | None, dict]:
+    """--model and --model-arg as (canonical source or None, builder arguments); a source that
+    names no builder fails here, before any data is read."""
+    from compress.models import create_model
+    from compress.models.sources import canonical, check_source, kind_of, parse_model_args
+
+    model_args = parse_model_args(args.model_arg)
+    if not args.model:
+        return None, model_args
+    if kind_of(args.model) == "registry":
+        create_model(args.model, width=args.width)
+    else:
+        check_source(args.model)
+    return canonical(args.model), model_args
+
+
+def load_data(args, device):
+    """--data with --image-size, normalised by --mean/--std when given, on the device."""
+    from compress.data import load_dataset
+
+    data = load_dataset(args.data, image_size=args.image_size, stream=args.stream, workers=args.workers)
+    if getattr(args, "mean", None) or getattr(args, "std", None):
+        data = data.normalised(args.mean, args.std)
+    return data.to(device)
+
+
+def data_parallel(args) -> tuple:
+    """Join torchrun's process group (a world of one otherwise) and this rank's device. Ranks other
+    than 0 train in step with it but write only to a private scratch folder, removed at exit, and
+    skip the deployment stages: the files a user sees are rank 0's alone."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from compress.distributed import setup
+    from compress.env import resolve_device
+
+    world, device = setup(resolve_device(args.device))
+    if world.distributed:
+        if getattr(args, "speedup", None) or getattr(args, "latency_ms", None):
+            raise CompressError("--speedup/--latency-ms do not run under torchrun (every rank would time the "
+                                "runtime at once)", "run compress plan as one process, then --config plan.yaml")
+        if getattr(args, "resume", False) and args.out is None:
+            raise CompressError("--resume under torchrun needs --out", "pass the run folder to continue")
+    if world.main:
+        return world, device
+    scratch = Path(tempfile.mkdtemp(prefix=f".compress-rank{world.rank}-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    if getattr(args, "out", None) is not None:
+        target = scratch / "out" / Path(args.out).name
+        if getattr(args, "resume", False) and Path(args.out).exists():  # the same state rank 0 resumes from
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (shutil.copytree if Path(args.out).is_dir() else shutil.copy2)(args.out, target)
+        args.out = target
+    elif hasattr(args, "out"):
+        args.out = scratch / "out" / "run"
+    for stage in STAGE_NAMES:
+        setattr(args, f"no_{stage}", True)
+    return world, device
+
+
+def split_data(args, data, ckpt: dict | None = None):
+    """`data` with its validation split: the checkpoint's own, else --val-split's."""
+    from compress.checkpoint import split_for
+
+    return split_for(data, ckpt, getattr(args, "val_split", None))
+
+
+def checkpoint_data(args, ckpt: dict):
+    """--data, or else the dataset the checkpoint was trained on, at the model's image size and
+    with its recorded normalisation (on the CPU; callers move it)."""
+    from compress.checkpoint import with_contract
+    from compress.data import load_dataset
+
+    source = args.data if args.data != "auto" else ckpt.get("meta", {}).get("dataset", {}).get("source", "auto")
+    data = load_dataset(source, quiet=True, image_size=getattr(args, "image_size", None) or ckpt["model"].get("image_size"),
+                        stream=getattr(args, "stream", False), workers=getattr(args, "workers", None))
+    return split_data(args, with_contract(data, ckpt), ckpt)
+
+
+STAGE_NAMES = ("slim", "export", "quantize", "bench", "report")
+
+
+def add_quantize_args(p) -> None:
+    p.add_argument("--quantize", choices=("int8",), default="int8",
+                   help="after export, INT8 ONNX files (ONNX Runtime static QDQ, calibrated on 512 training images) "
+                        "with their accuracy on the whole test split (default int8; --no-quantize skips it)")
+    p.add_argument("--max-drop", type=float, default=1.0, metavar="POINTS",
+                   help="an INT8 model losing more top-1 than this vs its fp32 model fails the quantize stage "
+                        "(no INT8 file for it; default 1.0)")
+
+
+def _arg_type(check):
+    """An argparse type from a checker that raises CompressError (one message for CLI and API)."""
+    def parse(text: str):
+        try:
+            return check(text)
+        except CompressError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = check.__name__.replace("_value", "")
+    return parse
+
+
+def add_plan_args(p, round_to_default: int | None = 16) -> None:
+    """The latency target of `compress plan` and `compress filter --speedup`."""
+    from compress.analysis.goals import latency_value, speedup_value
+
+    t = p.add_mutually_exclusive_group()
+    t.add_argument("--speedup", type=_arg_type(speedup_value), default=None, metavar="X",
+                   help="prune to X times the dense model's speed, measured on --runtime at --at-batch "
+                        "(per-layer widths chosen from a measured latency table, then verified)")
+    t.add_argument("--latency-ms", type=_arg_type(latency_value), default=None, metavar="MS",
+                   help="prune until one batch of --at-batch images takes at most MS milliseconds on --runtime "
+                        "(within --tolerance: measured times move by a few %% between runs)")
+    p.add_argument("--runtime", default="ort-cpu",
+                   help="where latency is measured: ort-cpu (default), torch (CPU or --device), torch-bf16 (CUDA), ...")
+    p.add_argument("--at-batch", type=positive_int, default=64, metavar="N",
+                   help="batch size the latency is measured at (not the training batch; default 64)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads of the runtime (default: torch's)")
+    if round_to_default is not None:
+        p.add_argument("--round-to", type=positive_int, default=round_to_default, metavar="M",
+                       help=f"kept widths are multiples of M (default {round_to_default})")
+    p.add_argument("--tolerance", type=float, default=0.05,
+                   help="a measured speed-up within this fraction of the target (or a time within this "
+                        "fraction above --latency-ms) is a hit (default 0.05)")
+    p.add_argument("--cost", choices=("loss", "score"), default="loss",
+                   help="what cutting a layer costs: loss (default: the training loss increase when that layer alone "
+                        "is cut, on 512 training images) or score (the --criterion scores of the filters cut)")
+    p.add_argument("--search", choices=("greedy", "exact"), default="greedy",
+                   help="greedy (default: NetAdapt's rule, narrow the layer that costs least per ms saved, on the "
+                        "fitted latency model) or exact (a knapsack over single-layer savings, re-aimed)")
+
+
+def plan_request(args, round_to: int):
+    """A PlanRequest from `add_plan_args` options, or None when no target was given."""
+    from compress.analysis.planner import PlanRequest
+
+    if args.speedup is None and args.latency_ms is None:
+        return None
+    return PlanRequest(speedup=args.speedup, latency_ms=args.latency_ms, runtime=args.runtime, batch=args.at_batch,
+                       threads=args.threads, round_to=round_to, criterion=args.criterion, cost=args.cost, search=args.search,
+                       tolerance=args.tolerance, device=args.device)
+
+
+def train_config(args, base=None):
+    from compress.train import TrainConfig
+
+    cfg = base or TrainConfig()
+    changes = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size),
+                                 ("seed", args.seed)) if v is not None}
+    return type(cfg)(**{**cfg.to_dict(), **changes})

@@ -1,0 +1,108 @@
+"""Removing channels from a module with Torch-Pruning's DependencyGraph, and rebuilding a slim
+module from its recorded history: what `slim` does to a masked model, and what loading a slim
+checkpoint replays (`model_from_checkpoint`), kept below both so neither imports the other.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+from compress.checkpoint import build_spec, load_state
+from compress.errors import CompressError
+from compress.models import ModelSpec
+from compress.models.structure import build_graph
+from compress.prune.masks import FilterGroup, filter_groups, group_score
+
+
+def model_from_checkpoint(ckpt: dict) -> nn.Module:
+    """Rebuild the exact module a checkpoint of ours describes (slim ones replay their pruning
+    history on a fresh model before the weights load)."""
+    spec = ModelSpec.from_dict(ckpt["model"])
+    model = build_spec(spec, from_checkpoint=True)
+    if ckpt.get("kind") == "slim":
+        replay_history(model, ckpt["pruning_history"], spec)
+    load_state(model, ckpt["state_dict"], ckpt["model"].get("name", "?"))
+    model.eval()
+    return model
+
+
+def dead_channels(model: nn.Module, group: FilterGroup) -> list[int]:
+    """Root-channel indices whose output is exactly zero in every member of the group:
+    the conv filter (and bias) and the BatchNorm weight and bias are all zero."""
+    params = dict(model.named_parameters())
+    dead = torch.ones(group.channels, dtype=torch.bool)
+    for pname, idx in group.members.items():
+        p = params[pname].detach()
+        zero = p.flatten(1).abs().sum(1) == 0 if p.ndim > 1 else p == 0
+        dead &= zero.cpu()[torch.tensor(idx)]
+    if dead.all():  # a layer must keep at least one channel to stay a layer
+        dead[0] = False
+    return torch.nonzero(dead).flatten().tolist()
+
+
+def round_down_channels(model: nn.Module, group: FilterGroup, dead: list[int], multiple: int) -> list[int]:
+    """More channels to remove so that the kept count is a multiple of `multiple`
+    (lowest summed filter L2 norm first). These are live filters: accuracy can change."""
+    kept = group.channels - len(dead)
+    target = max(multiple, (kept // multiple) * multiple)
+    if group.channels <= multiple or kept <= target:
+        return dead
+    score = group_score(group, dict(model.named_parameters()))
+    score[dead] = -float("inf")
+    extra = torch.argsort(score, stable=True)[: group.channels - target]
+    return sorted(set(dead) | set(extra.tolist()))
+
+
+def remove_channels(model: nn.Module, example: torch.Tensor, round_to: int = 0,
+                    groups: list[FilterGroup] | None = None) -> tuple[nn.Module, list, int]:
+    """Slim `model` in place: (model, Torch-Pruning history, live channels removed by rounding).
+    `groups`: the model's filter groups when the caller has them (they name parameters, so a
+    copy's groups serve)."""
+    model.eval()
+    dg = build_graph(model, example)  # one trace: the groups and the removal read the same graph
+    groups = groups if groups is not None else filter_groups(model, example, dg=dg)
+    plan = []
+    rounded_extra = 0
+    for g in groups:
+        dead = dead_channels(model, g)
+        if round_to > 1:
+            more = round_down_channels(model, g, dead, round_to)
+            rounded_extra += len(more) - len(dead)
+            dead = more
+        if dead:
+            plan.append((g.root, dead))
+    modules = dict(model.named_modules())
+    for root, idxs in plan:
+        module = modules[root]
+        group = dg.get_pruning_group(module, tp.prune_conv_out_channels, idxs)
+        if not dg.check_pruning_group(group):
+            raise CompressError(f"Torch-Pruning refused to remove {len(idxs)} channels of {root}")
+        group.prune()
+    history = [[str(name), bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in dg.pruning_history()]
+    return model, history, rounded_extra
+
+
+def replay_history(model: nn.Module, history: list, spec: ModelSpec) -> nn.Module:
+    """Rebuild a slim architecture: replay Torch-Pruning's history on a fresh model."""
+    model.eval()
+    dg = build_graph(model, spec.example_input())
+    try:
+        dg.load_pruning_history([list(h) for h in history])
+    except (AttributeError, IndexError, KeyError, RuntimeError) as e:
+        raise CompressError(f"the slim model's pruning history does not fit a {spec.name} ({type(e).__name__})",
+                            "the file was made for another architecture") from None
+    return model
+
+
+def count_macs_params(model: nn.Module, spec: ModelSpec) -> tuple[int, int]:
+    """MACs and parameters per image, with Torch-Pruning's op counter."""
+    was_training = model.training
+    model.eval()
+    macs, params = tp.utils.count_ops_and_params(model, spec.example_input().to(next(model.parameters()).device))
+    model.train(was_training)
+    return int(macs), int(params)
+
+
+def conv_widths(model: nn.Module) -> dict[str, int]:
+    return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}

@@ -1,0 +1,46 @@
+"""Tables of what export and quantize wrote, for the CLI and the measurement scripts alike."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+
+def export_table(report: dict) -> Table:
+    """The ONNX files of one export, their sizes against the dense ONNX and their parity."""
+    spec = report["model"]
+    dense = report["dense_onnx_bytes"]
+    t = Table(title=f"ONNX export of {spec['name']} (width {spec['width']:g}), opset {report['opset']}")
+    for col in ("file", "format", "size", "× dense ONNX", "× zipped", "rel. diff ≤ tol", "argmax agree", "saves"):
+        t.add_column(col, justify="left" if col in ("file", "format", "saves") else "right", overflow="fold",
+                     min_width=max(len(Path(m["onnx"]).name) for m in report["models"]) if col == "file" else None)
+    for m in report["models"]:
+        par = m["parity"]
+        t.add_row(Path(m["onnx"]).name, m["format"], human_size(m["bytes"]), f"{m['bytes'] / dense:.3f}",
+                  f"{m['deflated_bytes'] / dense:.3f}", f"{par['max_rel_diff']:.1e} ≤ {par['tolerance']:.0e}",
+                  f"{100 * par['argmax_agreement']:.1f}%", m["saves"])
+    t.caption = (f"× dense ONNX: against {human_size(dense)}, the plain fp32 ONNX of the unpruned architecture · "
+                 f"× zipped: the file deflated, for comparison · rel. diff: max |ONNX Runtime − PyTorch| / "
+                 f"max |logit| on {report['models'][0]['parity']['images']} test images "
+                 f"({report['models'][0]['parity']['provider']}) · weight sparsity "
+                 f"{100 * report['weight_sparsity']:.1f}% · index: {report['export_json']}")
+    return t
+
+
+def human_size(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def quantize_table(r: dict) -> Table:
+    """fp32 vs INT8 ONNX: sizes and accuracy on the whole test split."""
+    t = Table(title=f"INT8 quantization ({r['format']}, {r['method']}, "
+                    f"{'per-channel' if r['per_channel'] else 'per-tensor'}, {r['calibration_images']} training images)")
+    for col in ("model", "file", "size", "top-1 %", "vs fp32"):
+        t.add_column(col, justify="left" if col in ("model", "file") else "right", overflow="fold")
+    t.add_row("fp32", r["fp32"], human_size(r["fp32_bytes"]), f"{r['fp32_acc']:.2f}", "")
+    t.add_row("int8", r["int8"], human_size(r["int8_bytes"]), f"{r['int8_acc']:.2f}",
+              f"{-r['drop'] + 0.0:+.2f} points, {r['int8_bytes'] / r['fp32_bytes']:.3f}x size")
+    t.caption = (f"whole test split ({r['test_images']} images, ONNX Runtime CPU): predictions agree on "
+                 f"{100 * r['agreement']:.2f}%, largest logit difference {r['max_logit_diff']:.4f}"
+                 + (f"; fp32 kept: {', '.join(r['excluded'])}" if r["excluded"] else ""))
+    return t
