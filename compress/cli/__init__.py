@@ -1,7 +1,8 @@
 """The `compress` command: argument parsing and printing only; every subcommand calls the library.
 
 Errors a user can fix are `CompressError`s: one line on stderr, exit code 2. `--debug` shows
-the traceback.
+the traceback. The subcommands live in the modules of COMMAND_MODULES (registered with
+`base.command` on import); their shared options in `args`.
 """
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from compress.cli.base import COMMANDS, Parser
 from compress.console import err, out
 from compress.errors import CompressError
 
-# --------------------------------------------------------------------------- entry point
 DATA_PARALLEL = ("train", "unstructured", "filter", "nm", "all", "sweep", "sensitivity")  # the commands that run under torchrun
-COMMAND_MODULES = ("compress.cli.train", "compress.cli.prune", "compress.cli.deploy", "compress.cli.analysis", "compress.cli.model", "compress.cli.plan")  # register more subcommands on import
+# imported to register their subcommands, in the order `compress --help` lists them
+COMMAND_MODULES = ("compress.cli.train", "compress.cli.prune", "compress.cli.deploy", "compress.cli.analysis",
+                   "compress.cli.model", "compress.cli.plan")
 
 
 def build_parser() -> argparse.ArgumentParser:
