@@ -18,7 +18,7 @@ from compress.errors import CompressError
 from compress.kinds import Kind
 from compress.models import ModelSpec
 from compress.models.sources import canonical
-from compress.presets import dense_config, shipped_config
+from compress.presets import dense_config, retrain_config, shipped_config
 from compress.prune.channels import model_from_checkpoint
 from compress.prune.ratios import allocate, planned_sparsity, read_ratio_file, round_to_multiple
 from compress.prune.schedule import PruneJob, Run, prune
@@ -27,6 +27,9 @@ from compress.train import TrainConfig, evaluate
 # quantize runs by default: INT8 is where CPU inference speed is (measured in the README), and it
 # costs seconds (calibration on 512 training images, two passes over the test split per model)
 STAGES = ("slim", "export", "quantize", "bench", "report")
+
+
+DEFAULT_MODEL = "vgg13"
 
 
 @dataclass
@@ -47,8 +50,8 @@ class PruneOptions:
     width: float = 1.0
     checkpoint: Path | None = None
     trust_pickle: bool = False
-    dense: TrainConfig | None = None
-    retrain: TrainConfig = field(default_factory=TrainConfig)
+    dense: TrainConfig = field(default_factory=lambda: dense_config(DEFAULT_MODEL))  # the recipes of presets.py
+    retrain: TrainConfig = field(default_factory=lambda: retrain_config(DEFAULT_MODEL))
     out: Path | None = None
     resume: bool = False
     force: bool = False
@@ -60,8 +63,6 @@ class PruneOptions:
     show: bool = True
     command: list[str] = field(default_factory=list)
 
-
-DEFAULT_MODEL = "vgg13"
 
 
 def requested_spec(opts: PruneOptions, data: Dataset) -> ModelSpec | None:
@@ -109,7 +110,7 @@ def place_dense(opts: PruneOptions, spec: ModelSpec, given: dict | None, data: D
     if given is not None:
         dense, path = given, Path(opts.checkpoint)
     else:
-        dense, path = get_baseline(spec, data, opts.dense or dense_config(spec.name), device=device, show=opts.show,
+        dense, path = get_baseline(spec, data, opts.dense, device=device, show=opts.show,
                                    sync_bn=opts.sync_bn)
     if not dest.exists():
         link_or_copy(path, dest)
@@ -202,7 +203,7 @@ def planned_ratios(opts: PruneOptions, spec: ModelSpec, given: dict | None, data
         raise CompressError("--speedup/--latency-ms choose the layer ratios themselves",
                             "drop --ratio/--config, or drop --speedup/--latency-ms")
     opts.plan.validate()
-    dense = given if given is not None else get_baseline(spec, data, opts.dense or dense_config(spec.name),
+    dense = given if given is not None else get_baseline(spec, data, opts.dense,
                                                          device=device, show=opts.show)[0]
     model = model_from_checkpoint(dense)
     plan = make_plan(model, spec, data, opts.plan, show=opts.show)
@@ -236,7 +237,7 @@ def recipe_line(job: PruneJob, opts: PruneOptions, data: Dataset) -> str:
     rounds = f"{job.rounds} rounds ({job.schedule}, {job.rewind} rewinding)" if job.method == "imp" else "one shot"
     dense = (f"dense: {opts.checkpoint}" if opts.checkpoint is not None else
              f"dense: {opts.dense.epochs} epochs, batch {opts.dense.batch_size}, lr {opts.dense.lr:g}/128 (cached "
-             "when trained before)" if opts.dense is not None else "dense: the recipe's")
+             "when trained before)")
     return (f"[bold]recipe[/bold]: {job.method.upper()} {job.kind} to {job.target:.2f}, {rounds}, {job.criterion}; "
             f"retraining {r.epochs} epochs, batch {r.batch_size}, peak lr {r.lr:g} per 128 images, warm-up "
             f"{r.warmup_epochs:g} epochs, {r.schedule}, seed {r.seed}; {dense}; choices on "

@@ -44,7 +44,7 @@ def seed_dir(root: Path, seed: int) -> Path:
 def for_seed(opts, seed: int, first: int, seed_dense: str, out_dir: Path):
     """The PruneOptions of one seed: its retraining seed, its dense seed, its folder."""
     dense_seed = first if seed_dense == "shared" else seed
-    dense = dataclasses.replace(opts.dense, seed=dense_seed) if opts.dense is not None else None
+    dense = dataclasses.replace(opts.dense, seed=dense_seed)
     return dataclasses.replace(opts, retrain=dataclasses.replace(opts.retrain, seed=seed), dense=dense, out=out_dir)
 
 
