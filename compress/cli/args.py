@@ -68,7 +68,7 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int | None, lr: float | N
                    title: str = "training") -> None:
     g = p.add_argument_group(title)
     g.add_argument("--epochs", type=positive_int, default=epochs,
-                   help="epochs of the training set (default: the recipe's, see compress/presets.py)")
+                   help="epochs of the training set (default: the recipe's, see TrainConfig in compress/train.py and compress/presets.py)")
     g.add_argument("--lr", type=float, default=lr,
                    help="peak learning rate per 128 images of the global batch, scaled with --batch-size "
                         "(default: the recipe's); the same value on 1 or N processes")
