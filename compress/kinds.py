@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from enum import Enum
 
-from compress.errors import CompressError, did_you_mean
-
 
 class Kind(str, Enum):
     UNSTRUCTURED = "unstructured"  # single weights, per-weight masks
@@ -22,18 +20,7 @@ class Kind(str, Enum):
         return format(self.value, spec)
 
     @property
-    def structured(self) -> bool:
-        """Whether whole filters go, so channel removal (slim) can make the model smaller."""
-        return self is Kind.FILTER
-
-    @property
-    def definition(self) -> "Kind":
-        """The sparsity definition it is measured by: filters for filter pruning, weights otherwise."""
-        return Kind.FILTER if self is Kind.FILTER else Kind.UNSTRUCTURED
-
-    @classmethod
-    def parse(cls, text: str | Kind) -> Kind:
-        try:
-            return cls(text)
-        except ValueError:
-            raise CompressError(f"unknown pruning kind {text!r}", did_you_mean(str(text), [k.value for k in cls])) from None
+    def definition(self) -> str:
+        """The sparsity definition it is measured by: filters for filter pruning, weights otherwise
+        (a plain string: it goes into files, and checkpoints load with weights_only)."""
+        return "filter" if self is Kind.FILTER else "unstructured"

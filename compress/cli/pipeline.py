@@ -130,7 +130,7 @@ def chance_warning(acc: float, data: Dataset) -> str | None:
 def resolve_ratios(opts: PruneOptions, model: torch.nn.Module,
                    spec: ModelSpec | None = None) -> tuple[dict[str, float], float, str]:
     """(layer ratios, overall target, where they came from)."""
-    kind = "unstructured" if opts.kind == Kind.NM else opts.kind
+    kind = Kind(opts.kind).definition
     if opts.kind == Kind.NM:
         from compress.prune.masks import nm_layers
 

@@ -104,7 +104,7 @@ class Sparsity(Command):
         from compress.prune.sparsity import sparsity_report, sparsity_table, write_report
 
         ckpt = load_checkpoint(args.model)
-        kind = args.kind or ("filter" if ckpt.get("meta", {}).get("prune_kind") == Kind.FILTER else "unstructured")
+        kind = args.kind or Kind(ckpt.get("meta", {}).get("prune_kind") or Kind.UNSTRUCTURED).definition
         report = sparsity_report(model_from_checkpoint(ckpt), kind)
         out.print(sparsity_table(report, f"{kind} sparsity of {args.model.name}"))
         if args.json:

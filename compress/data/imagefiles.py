@@ -96,11 +96,6 @@ class ImageFiles:
     def cpu(self) -> "ImageFiles":
         return self
 
-    @property
-    def nbytes(self) -> int:
-        """What the decoded images would take as one uint8 tensor."""
-        return len(self.files) * 3 * self.size * self.size
-
     def labelled(self, labels: torch.Tensor) -> "LabelledFiles":
         return LabelledFiles(self.files, labels.cpu(), self.size)
 

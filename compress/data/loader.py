@@ -50,6 +50,8 @@ class Loader:
     def __iter__(self):
         n = self.x.shape[0]
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        if not isinstance(self.x, ImageFiles):
+            order = order.to(self.x.device)  # once per epoch: batches index on the device
         rank, ranks = self.shard
         batches = [order[i * self.batch_size : (i + 1) * self.batch_size] for i in range(len(self))]
         parts = [slice(rank * b.numel() // ranks, (rank + 1) * b.numel() // ranks) for b in batches]
@@ -57,7 +59,7 @@ class Loader:
             pieces = batches_of(self.x, self.y, [b[p].tolist() for b, p in zip(batches, parts)],
                                 pin=self.device.type == "cuda")
         else:
-            pieces = ((self.x[i], self.y[i]) for i in (b[p].to(self.x.device) for b, p in zip(batches, parts)))
+            pieces = ((self.x[b[p]], self.y[b[p]]) for b, p in zip(batches, parts))
         for b, part, (xb, yb) in zip(batches, parts, pieces):
             xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
             # the random numbers are drawn for the whole batch, so every rank's generator stays in step

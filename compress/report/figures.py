@@ -111,6 +111,6 @@ def _numel(shape) -> int:
 def _blocks(spec: dict, kind: str) -> dict[str, str] | None:
     try:
         s = ModelSpec.from_dict(spec)
-        return layer_blocks(s.build(), s.example_input(), "filter" if kind == Kind.FILTER else "unstructured")
+        return layer_blocks(s.build(), s.example_input(), Kind(kind).definition)
     except Exception:  # blocks only decorate the figure
         return None

@@ -48,7 +48,7 @@ def ratio_table(model, kind: str, ratios: dict[str, float], source: str) -> Tabl
 def prune_summary(manifest: dict) -> Table:
     """Dense vs pruned: accuracy and sparsity after every round, and where the result is."""
     job = manifest["job"]
-    kind = "unstructured" if job["kind"] == Kind.NM else job["kind"]
+    kind = Kind(job["kind"]).definition
     t = Table(title=f"{job['method'].upper()} {job['kind']} pruning of {manifest['model']['name']} "
                     f"to {job['target']:.2f} ({manifest['dataset']['name']})")
 
