@@ -16,10 +16,11 @@ import torch
 import torch.nn as nn
 
 from compress.console import notice
-from compress.data import with_validation
+from compress.data import load_dataset, with_validation, with_validation_data
 from compress.errors import CompressError
 from compress.io import atomic_write
 from compress.models import ModelSpec
+from compress.models.sources import CodeRefused
 from compress.weights import find_weights, read_raw
 
 FORMAT = "compress-checkpoint/1"
@@ -64,6 +65,8 @@ def build_spec(spec: ModelSpec, from_checkpoint: bool = False) -> nn.Module:
     """`spec.build()`; for a checkpoint, a hint on what to do when its model source has gone away."""
     try:
         return spec.build()
+    except CodeRefused:
+        raise
     except CompressError as e:
         if spec.source_kind == "registry" or not from_checkpoint:
             raise
@@ -90,6 +93,7 @@ def load_dense(path: Path | str, spec: ModelSpec | None = None, *, trust_pickle:
                             "pass --model (a registry name, torchvision:NAME or file.py:CALLABLE)")
     model = build_spec(spec)
     found = find_weights(obj, model, path)
+    check_finite(found.state_dict, str(path))
     model.load_state_dict(found.state_dict)
     return {"format": FORMAT, "kind": "dense", "model": spec.to_dict(),
             "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
@@ -113,7 +117,7 @@ def with_contract(data, ckpt: dict):
     return data.normalised(ds.get("mean"), ds.get("std"))
 
 
-def split_for(data, ckpt: dict | None, requested: float | None):
+def split_for(data, ckpt: dict | None, requested: float | None, val_data: str | None = None):
     """The data with the validation split its model was trained beside.
 
     A checkpoint of ours records its split: the same images are held out again (`0`: none), so
@@ -126,10 +130,16 @@ def split_for(data, ckpt: dict | None, requested: float | None):
         return data
     meta = (ckpt or {}).get("meta", {})
     recorded = meta.get("dataset") if ckpt is not None and "imported" not in meta else None
+    vs = (recorded or {}).get("val_split")
+    chosen_on = (meta.get("dataset") or {}).get("val_split")  # imported weights too
+    if val_data is None and isinstance(chosen_on, dict) and chosen_on.get("separate"):
+        val_data = chosen_on["source"]  # validated on a separate folder: the same one again
+    if val_data is not None:
+        held_out = load_dataset(val_data, quiet=True, image_size=data.image_size)
+        return with_validation_data(data, held_out, val_data)
     if recorded is None:
         return with_validation(data, requested)
     if "val_split" in recorded:
-        vs = recorded["val_split"]
         return with_validation(data, 0 if vs is None else vs["fraction"], 0 if vs is None else vs["seed"])
 
     notice("this checkpoint was trained on every training image (before validation splits): there is no "
@@ -147,8 +157,19 @@ def check_fits_data(spec: ModelSpec, data, source: str = "the model") -> None:
                             f"{data.image_size} px", f"pass --image-size {spec.image_size}")
 
 
+def check_finite(state: dict, what: str) -> None:
+    """Weights holding NaN or infinity are refused on load: retraining them only diverges, and
+    every number measured from them would be meaningless."""
+    bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CompressError(f"the weights of {what} hold NaN or infinite values ({len(bad)} tensors, first "
+                            f"{bad[0]!r})", "the training that wrote them diverged; use an earlier checkpoint")
+
+
 def load_state(model: nn.Module, state: dict, name: str) -> None:
-    """`load_state_dict` with a message a user can act on when the architecture differs."""
+    """`load_state_dict` with a message a user can act on when the architecture differs, after
+    checking that every weight is finite."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -158,4 +179,5 @@ def load_state(model: nn.Module, state: dict, name: str) -> None:
                   else f"shape of {wrong[0]}: file {tuple(state[wrong[0]].shape)} vs model {tuple(own[wrong[0]].shape)}")
         raise CompressError(f"the weights do not fit a {name} model ({detail})",
                             "the checkpoint was made for another architecture or width; pass the matching --model/--width")
+    check_finite(state, f"this {name} checkpoint")
     model.load_state_dict(state)

@@ -77,6 +77,7 @@ def export_checkpoint(ckpt_path: Path, out: Path | None = None, *, data: Dataset
         check_writable(path, force=force)
     data = _resolve_data(data, ckpt, spec)
 
+    out.parent.mkdir(parents=True, exist_ok=True)  # every input checked: now the folder may appear
     staging = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", suffix=".export-tmp", dir=out.parent))
     try:
         staged = _build(model, spec, ckpt, targets, staging, data, opset, fp16)

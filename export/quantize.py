@@ -119,6 +119,7 @@ def quantize(fp32: Path, out: Path | None, data: Dataset, *, calibration: int = 
                             "pass the --data the model was trained on")
     exclude = resolve_exclude(proto, exclude, fp32.name)
     cx, cy = calibration_images(data, calibration)
+    out.parent.mkdir(parents=True, exist_ok=True)  # every input checked: now the folder may appear
     work = Path(tempfile.mkdtemp(prefix=".quantize-", dir=out.parent))
     try:
         pre, staged = work / "pre.onnx", work / "int8.onnx"

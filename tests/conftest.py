@@ -19,6 +19,15 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("COMPRESS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+@pytest.fixture(autouse=True)
+def _no_code_trust_between_tests():
+    """What one test allowed to import (a --model it named, --trust-code) is forgotten after it."""
+    from compress.models import sources
+
+    yield
+    sources.reset_code_trust()
+
+
 @pytest.fixture(scope="session")
 def sample() -> Dataset:
     return load_dataset("sample", quiet=True)

@@ -2,7 +2,9 @@
 
 Timing is replaced by a deterministic fake (latency = a known function of the widths) wherever
 a test asserts what the planner chooses; only the table test really measures, and it asserts
-the table's shape and caching, never a time.
+the table's shape and caching, never a time. Two fakes: one of the latency model's own form
+(per-layer linear in MACs: the fit is exact), and one it cannot represent (depth-dependent and
+quadratic cost, steps at width thresholds), under which the planner must re-aim to get close.
 """
 from __future__ import annotations
 
@@ -357,3 +359,58 @@ def test_loss_costs_are_cached(conv_head_model, small, monkeypatch):
         next(model.parameters()).add_(1.0)
     monkeypatch.undo()
     plan_costs.loss_costs(model, spec, groups, None, small, widths, show=False)
+
+
+# --------------------------------------------------------------------------- a clock the model cannot represent
+def _conv_costs(model, spec):
+    """(depth, MACs per image, output channels) of every conv, from one traced forward pass."""
+    rows, hooks = [], []
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    for depth, conv in enumerate(convs):
+        def hook(m, inp, out, depth=depth):
+            k = m.kernel_size[0] * m.kernel_size[1] * m.in_channels // m.groups
+            rows.append((depth, out[0].numel() * k, m.out_channels))
+        hooks.append(conv.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model.eval()(spec.example_input())
+    finally:
+        for h in hooks:
+            h.remove()
+    return rows
+
+
+@pytest.fixture
+def stepped_clock(monkeypatch):
+    """Latency the planner's layer model cannot fit exactly: a cost per MAC that grows with depth
+    and with the square of the work (cache pressure), plus a step each time a layer's width
+    crosses a multiple of 24 (kernel tiles). Deterministic: no timing."""
+    def fake_time(self, models, budget_s=None):
+        rows, ref = {}, None
+        for name, m in models.items():
+            work = sum((1 + 0.5 * depth) * macs / 1e6 for depth, macs, _ in _conv_costs(m, self.spec))
+            tiles = sum(-(-out // 24) for _, _, out in _conv_costs(m, self.spec))
+            ms = 0.05 + work + 0.01 * work ** 2 + 0.1 * tiles
+            ref = ref or ms
+            rows[name] = {"median_ms": ms, "iqr_ms": 0.0, "speedup_vs_dense": ref / ms}
+        return rows
+
+    monkeypatch.setattr(SideBySide, "time", fake_time)
+
+
+def test_re_aiming_converges_where_the_first_prediction_misses(conv_head_model, stepped_clock, small):
+    spec, model = conv_head_model
+    plan = make_plan(model, spec, small, PlanRequest(speedup=2.0, batch=2, round_to=8, cost="score",
+                                                     tolerance=0.05, attempts=6), show=False)
+    error = [abs(a["measured_speedup"] / a["target"] - 1) for a in plan.attempts]
+    assert error[0] > 0.5  # the layer model's first aim is far off under this clock (4.5x measured for 2x)
+    assert len(plan.attempts) >= 3  # so the planner measured, re-aimed and measured again
+    assert plan.attempts[1]["goal"] < plan.attempts[0]["goal"]  # it overshot, so it aimed lower
+    assert plan.met and abs(plan.measured_speedup / 2.0 - 1) < error[0] / 2  # and ended much closer
+
+
+def test_an_unreachable_target_is_said_under_the_stepped_clock(conv_head_model, stepped_clock, small, tmp_path,
+                                                              capsys):
+    spec, model = conv_head_model
+    plan = make_plan(model, spec, small, PlanRequest(speedup=40, batch=2, round_to=8, cost="score"), show=False)
+    assert not plan.met and plan.measured_speedup < 40

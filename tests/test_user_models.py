@@ -123,7 +123,9 @@ def test_import_then_every_command_reads_it(weight_files, tmp_path, capsys):
                  "--data", "sample", "--out", str(out)]) == 0
     ckpt = load_checkpoint(out)
     assert ckpt["meta"]["imported"]["trust_pickle"] is True and ckpt["meta"]["accuracy"] is not None
-    assert main(["sparsity", str(out)]) == 0
+    assert main(["sparsity", str(out)]) == 2  # the checkpoint names a file to import: not on its own word
+    assert "--trust-code" in capsys.readouterr().err
+    assert main(["sparsity", str(out), "--trust-code"]) == 0
     capsys.readouterr()
 
 
@@ -210,6 +212,9 @@ def test_checkpoint_whose_source_is_gone(tmp_path, weight_files):
     path = save_checkpoint(tmp_path / "d.pt", {"kind": "dense", "model": s.to_dict(),
                                                "state_dict": s.build().state_dict(), "meta": {}})
     moved.unlink()
+    from compress.models.sources import allow_code
+
+    allow_code(f"{moved}:vgg13")  # the user names it (--model): the file itself is what is missing
     with pytest.raises(CompressError, match="rebuilds its model from .*my_vgg.py:vgg13.*restore that file"):
         model_from_checkpoint(load_checkpoint(path))
 

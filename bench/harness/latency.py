@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from bench.harness.models import BenchModel
-from bench.harness.runtimes import Context, Runtime, Skipped
+from bench.harness.runtimes import Context, Failed, Runtime, Skipped
 from bench.harness.timing import CudaClock, WallClock, summarize
 from compress.console import progress
 
@@ -68,6 +68,7 @@ class _Cell:
     times: list[float] = field(default_factory=list)
     warmup: int = 0
     peak_gpu_mb: float | None = None
+    status: str = "ok"  # "ok" | "skipped" (does not apply here) | "failed" (tried and broke)
     reason: str | None = None
 
 
@@ -91,9 +92,11 @@ def measure(models: list[BenchModel], runtimes: list[Runtime], settings: Setting
                 try:
                     loaded[m.name] = runtime.load(m, ctx)
                 except Skipped as s:
-                    load_errors[m.name] = str(s)
+                    load_errors[m.name] = ("skipped", str(s))
+                except Failed as f:
+                    load_errors[m.name] = ("failed", str(f))
                 except Exception as e:  # a session or conversion that fails: its rows say so, the rest run
-                    load_errors[m.name] = f"failed: {type(e).__name__}: {_first_line(e)}"
+                    load_errors[m.name] = ("failed", f"{type(e).__name__}: {_first_line(e)}")
             for bs in settings.batch_sizes:
                 bar.update(task, status=f"{runtime.name} batch {bs}")
                 rows += _measure_cell(models, runtime, bs, loaded, load_errors, settings, ctx)
@@ -110,9 +113,10 @@ def _measure_cell(models, runtime: Runtime, bs: int, loaded: dict, load_errors: 
         return [_skipped(m, runtime, bs, why) for m in models]
     clock = CudaClock() if runtime.clock_for(ctx) == "cuda" else WallClock()
     track_memory = runtime.uses_torch and runtime.on_cuda(ctx)
-    cells = [_Cell(m, reason=load_errors.get(m.name)) for m in models]
+    cells = [_Cell(m, status=load_errors.get(m.name, ("ok", None))[0], reason=load_errors.get(m.name, ("ok", None))[1])
+             for m in models]
     for c in cells:  # prepare and warm up one model at a time (peak memory is per model)
-        if c.reason:
+        if c.status != "ok":
             continue
         try:
             base = _memory_start(track_memory)
@@ -120,11 +124,13 @@ def _measure_cell(models, runtime: Runtime, bs: int, loaded: dict, load_errors: 
             _warm_up(c, clock, settings)
             c.peak_gpu_mb = _memory_peak(track_memory, base, loaded[c.model.name])
         except Skipped as s:
-            c.reason, c.call = str(s), None
+            c.status, c.reason, c.call = "skipped", str(s), None
         except torch.cuda.OutOfMemoryError:
-            c.reason, c.call = f"out of GPU memory at batch {bs}", None
+            c.status, c.reason, c.call = "skipped", f"out of GPU memory at batch {bs}", None
+        except Failed as f:
+            c.status, c.reason, c.call = "failed", str(f), None
         except Exception as e:  # a runtime that fails at inference: say so in its row, keep the others
-            c.reason, c.call = f"failed: {type(e).__name__}: {_first_line(e)}", None
+            c.status, c.reason, c.call = "failed", f"{type(e).__name__}: {_first_line(e)}", None
         _free(ctx)
     live = [c for c in cells if c.call is not None]
     gc.collect()
@@ -139,7 +145,7 @@ def _measure_cell(models, runtime: Runtime, bs: int, loaded: dict, load_errors: 
     rows = []
     for c in cells:
         if c.call is None:
-            rows.append(_skipped(c.model, runtime, bs, c.reason))
+            rows.append(_skipped(c.model, runtime, bs, c.reason, c.status))
             continue
         stats = summarize(c.times)
         rows.append({"model": c.model.name, "runtime": runtime.name, "batch_size": bs, "status": "ok",
@@ -213,9 +219,10 @@ def add_speedups(rows: list[dict], reference: str) -> list[dict]:
     return rows
 
 
-def _skipped(m: BenchModel, runtime: Runtime, bs: int, reason: str) -> dict:
+def _skipped(m: BenchModel, runtime: Runtime, bs: int, reason: str, status: str = "skipped") -> dict:
+    """A row that was not measured: "skipped" (not applicable here) or "failed" (tried and broke)."""
     row = dict.fromkeys(RESULT_KEYS)
-    row.update(model=m.name, runtime=runtime.name, batch_size=bs, status="skipped", reason=reason)
+    row.update(model=m.name, runtime=runtime.name, batch_size=bs, status=status, reason=reason)
     return row
 
 

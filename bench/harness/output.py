@@ -102,22 +102,35 @@ def skipped_table(report: dict) -> Table | None:
     if not groups:
         return None
     t = Table(title="not measured")
-    for col in ("runtime", "batch", "models", "why"):
+    for col in ("runtime", "batch", "models", "status", "why"):
         t.add_column(col)
-    for (runtime, reason), rows in groups.items():
+    for (runtime, status, reason), rows in groups.items():
         models = list(dict.fromkeys(r["model"] for r in rows))
         batches = sorted({r["batch_size"] for r in rows})
+        colour = "red" if status == "failed" else "yellow"
         t.add_row(runtime, ",".join(map(str, batches)),
-                  "all" if len(models) == len(report["models"]) else ", ".join(models), f"[yellow]{reason}[/yellow]")
+                  "all" if len(models) == len(report["models"]) else ", ".join(models),
+                  f"[{colour}]{status}[/{colour}]", f"[{colour}]{reason}[/{colour}]")
     return t
 
 
 def _skipped_groups(results: list[dict]) -> dict:
     groups: dict = {}
     for r in results:
-        if r["status"] == "skipped":
-            groups.setdefault((r["runtime"], r["reason"]), []).append(r)
+        if r["status"] != "ok":
+            groups.setdefault((r["runtime"], r["status"], r["reason"]), []).append(r)
     return groups
+
+
+def bench_verdict(report: dict) -> str | None:
+    """Why a benchmark must not pass as a success: nothing measured, or rows that failed; else None."""
+    failed = [r for r in report["results"] if r["status"] == "failed"]
+    if failed:
+        kinds = sorted({f"{r['runtime']} ({r['reason']})" for r in failed})
+        return f"{len(failed)} cell(s) failed: " + "; ".join(kinds[:3]) + ("; ..." if len(kinds) > 3 else "")
+    if not any(r["status"] == "ok" for r in report["results"]):
+        return "nothing was measured: every runtime was skipped here (reasons above)"
+    return None
 
 
 def _ms(v: float) -> str:

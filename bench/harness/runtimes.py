@@ -3,7 +3,9 @@
 Each runtime turns a `BenchModel` into a zero-argument call that runs one batch, with its
 input already in place (on the device, in the runtime's dtype and layout), so the clock
 times inference and nothing else. A runtime that cannot run here raises `Skipped(reason)`:
-it becomes a "skipped: why" row, never a silent fallback to something else.
+it becomes a "skipped: why" row, never a silent fallback to something else. A runtime that
+applies here but breaks (an export, a quantization or a compilation that raises) raises
+`Failed(reason)`, or any exception: a "failed" row, which fails the command.
 
     torch          PyTorch eager, fp32 (on --device: CPU or CUDA; CUDA convolutions in TF32, torch's default)
     torch-bf16     PyTorch eager, bf16 weights and activations, channels_last (CUDA)
@@ -35,6 +37,10 @@ class Skipped(Exception):
     """This runtime cannot measure this model/batch here; the message says why."""
 
 
+class Failed(Exception):
+    """This runtime applies here but broke on this model; the message says how."""
+
+
 @dataclass
 class Context:
     """What every runtime needs: where torch runs, CPU threads, a folder for ONNX files."""
@@ -62,9 +68,9 @@ class Context:
                     model.onnx_bytes = path.stat().st_size
                     self._onnx[model.name] = path
                 except CompressError as e:
-                    self._onnx[model.name] = Skipped(f"ONNX export failed: {e}")
+                    self._onnx[model.name] = Failed(f"ONNX export failed: {e}")
         found = self._onnx[model.name]
-        if isinstance(found, Skipped):
+        if isinstance(found, (Skipped, Failed)):
             raise found
         return found
 
@@ -86,9 +92,9 @@ class Context:
                 model.int8_bytes = path.stat().st_size
                 self._int8[model.name] = path
             except (CompressError, ImportError, RuntimeError, ValueError) as e:
-                self._int8[model.name] = Skipped(f"INT8 quantization failed: {type(e).__name__}: {str(e)[:160]}")
+                self._int8[model.name] = Failed(f"INT8 quantization failed: {type(e).__name__}: {str(e)[:160]}")
         found = self._int8[model.name]
-        if isinstance(found, Skipped):
+        if isinstance(found, (Skipped, Failed)):
             raise found
         return found
 
@@ -229,9 +235,9 @@ class TorchCompile(Runtime):
         x = ctx.input(model.spec, batch_size, ctx.device, torch.bfloat16 if cuda else torch.float32, channels_last=cuda)
         run = _eager(loaded, x)
         try:
-            run()  # compiles now, so a failure is a skipped row and warm-up times stay honest
+            run()  # compiles now, so a failure is a failed row and warm-up times stay honest
         except Exception as e:  # Inductor raises many types (no compiler, unsupported op, ...)
-            raise Skipped(f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
+            raise Failed(f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}")
         return run
 
 

@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, cmd in COMMANDS.items():
         p = sub.add_parser(name, help=cmd.help, description=cmd.help)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+        p.add_argument("--trust-code", action="store_true",
+                       help="let a model source recorded in a file (a checkpoint's FILE.py:CALLABLE or "
+                            "package.module:CALLABLE) be imported, which runs its code; without it only the source "
+                            "you name with --model is. Recorded in the manifest")
         cmd.add_arguments(p)
     return parser
 
@@ -59,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"[bold red]error:[/bold red] `compress {args.command}` does not run under torchrun yet; "
                   f"run it as one process (data-parallel so far: {', '.join(DATA_PARALLEL)})", soft_wrap=True)
         return 2
+    allow_named_code(args)
     rank = int(os.environ.get("RANK", "0"))
     if rank:  # under torchrun rank 0 speaks for all; the others only report their own errors
         out.quiet = err.quiet = True
@@ -83,6 +88,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         distributed.teardown()
+
+
+def allow_named_code(args: argparse.Namespace) -> None:
+    """Code sources may run only when named here: --model (this command's own choice), or all of
+    them with --trust-code (see compress.models.sources)."""
+    from compress.models import sources
+
+    sources.reset_code_trust()  # each command decides for itself (main may run several times in one process)
+    sources.trust_code(bool(getattr(args, "trust_code", False)))
+    model = getattr(args, "model", None)
+    if isinstance(model, str):
+        sources.allow_code(model)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,10 @@ def add_data_args(p: argparse.ArgumentParser, **helps: str) -> None:
                         "makes; the test split is only reported. auto (default): 10%%, at least 1000 images "
                         "(at most a fifth), at most 5000; 0: none, choices then read the test split (said). "
                         "A checkpoint of ours keeps the split it was trained beside")
+    p.add_argument("--val-data", default=None, metavar="SOURCE",
+                   help="a separate dataset (any --data form, e.g. imagefolder:PATH) whose images are all the "
+                        "validation split, instead of images held out of the training split: for imported weights, "
+                        "whose own training may have seen every training image")
     p.add_argument("--stream", action="store_true",
                    help="image folders: read the images from disk each epoch through DataLoader worker processes "
                         "instead of holding them decoded in memory (automatic above a quarter of RAM, or of GPU "
@@ -139,11 +143,43 @@ def model_source(args) -> tuple[str | None, dict]:
     return canonical(args.model), model_args
 
 
+def recorded_data(checkpoint: Path | None) -> tuple[str | None, int | None]:
+    """(dataset source, image size) a checkpoint of ours was trained on; (None, None) for foreign
+    weights or none. `--data auto` then means that dataset, not whatever `auto` finds first."""
+    from compress.checkpoint import FORMAT
+    from compress.weights import read_raw
+
+    if checkpoint is None:
+        return None, None
+    try:
+        obj = read_raw(Path(checkpoint))
+    except CompressError:
+        return None, None  # the command's own loading says what is wrong with the file
+    if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
+        return None, None
+    meta, model = obj.get("meta") or {}, obj.get("model") or {}
+    return (meta.get("dataset") or {}).get("source"), model.get("image_size")
+
+
 def load_data(args, device):
-    """--data with --image-size, normalised by --mean/--std when given, on the device."""
+    """--data with --image-size, normalised by --mean/--std when given, on the device. With
+    `--data auto` and a checkpoint of ours, the dataset that checkpoint was trained on."""
     from compress.data import load_dataset
 
-    data = load_dataset(args.data, image_size=args.image_size, stream=args.stream, workers=args.workers)
+    from compress.console import notice
+
+    data = None
+    if args.data == "auto" and getattr(args, "checkpoint", None) is not None:
+        recorded, recorded_size = recorded_data(args.checkpoint)
+        if recorded:
+            try:
+                data = load_dataset(recorded, image_size=args.image_size or recorded_size, stream=args.stream,
+                                    workers=args.workers)
+            except CompressError as e:
+                notice(f"the checkpoint's dataset is not readable here ({e.message}); reading --data auto, and "
+                       "the dense model is measured again on it")
+    if data is None:
+        data = load_dataset(args.data, image_size=args.image_size, stream=args.stream, workers=args.workers)
     if getattr(args, "mean", None) or getattr(args, "std", None):
         data = data.normalised(args.mean, args.std)
     return data.to(device)
@@ -188,7 +224,7 @@ def split_data(args, data, ckpt: dict | None = None):
     """`data` with its validation split: the checkpoint's own, else --val-split's."""
     from compress.checkpoint import split_for
 
-    return split_for(data, ckpt, getattr(args, "val_split", None))
+    return split_for(data, ckpt, getattr(args, "val_split", None), getattr(args, "val_data", None))
 
 
 def checkpoint_data(args, ckpt: dict):

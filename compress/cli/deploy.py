@@ -9,7 +9,7 @@ from pathlib import Path
 
 from compress.cli.args import add_data_args, checkpoint_data, positive_int
 from compress.cli.base import Command, command
-from compress.console import notice, out
+from compress.console import err, notice, out
 from compress.errors import CompressError
 
 
@@ -110,7 +110,7 @@ class Bench(Command):
     def run(self, args) -> int:
         from bench.harness.benchmark import run_benchmark
         from bench.harness.latency import Settings
-        from bench.harness.output import models_table, results_table, skipped_table
+        from bench.harness.output import bench_verdict, models_table, results_table, skipped_table
 
         if args.budget is not None and args.budget <= 0:
             raise CompressError(f"--budget must be positive (got {args.budget})", "e.g. --budget 1.0")
@@ -128,9 +128,11 @@ class Bench(Command):
         skipped = skipped_table(report)
         if skipped is not None:
             out.print(skipped)
-        if not measured:
-            notice("nothing was measured: every runtime was skipped (reasons above)")
         out.print("wrote " + ", ".join(report["files"].values()))
+        verdict = bench_verdict(report)
+        if verdict:
+            err.print(f"[bold red]error:[/bold red] {verdict}", soft_wrap=True)
+            return 1
         return 0
 
 
@@ -183,6 +185,7 @@ class Quantize(Command):
 
         from compress.data import load_dataset
         from compress.errors import CompressError
+        from compress.io import check_writable
 
         if args.calibration <= 0:
             raise CompressError(f"--calibration {args.calibration}: calibration needs at least one image", "e.g. --calibration 512")
@@ -193,7 +196,14 @@ class Quantize(Command):
 
             ckpt = load_checkpoint(path, kinds=("dense", "pruned", "slim"))
             data = checkpoint_data(args, ckpt)
-            onnx_path = path.with_suffix(".onnx")
+            # the fp32 ONNX file (and its export.json) goes where the INT8 file goes: beside --out when
+            # given, so nothing is written next to the input checkpoint behind the user's back
+            folder = Path(args.out).parent if args.out is not None else path.parent
+            onnx_path = folder / (path.stem + ".onnx")
+            if args.out is not None and onnx_path.resolve() == Path(args.out).resolve():
+                onnx_path = folder / (path.stem + ".fp32.onnx")
+            check_writable(Path(args.out) if args.out is not None else onnx_path.with_name(path.stem + ".int8.onnx"),
+                           force=args.force)
             export_checkpoint(path, onnx_path, data=data, compact=False, force=args.force or not onnx_path.exists())
             return onnx_path, data
         if path.suffix != ".onnx":

@@ -112,7 +112,8 @@ class Import(Command):
         data = load_data(args, device)
         source, model_args = model_source(args)
         opts = PruneOptions(kind="", model=source, model_args=model_args, width=args.width,
-                            checkpoint=args.checkpoint, trust_pickle=args.trust_pickle)
+                            checkpoint=args.checkpoint, trust_pickle=args.trust_pickle, val_split=args.val_split,
+                            val_data=args.val_data)
         spec, dense, data = resolve_dense(opts, data, device)
         if "imported" not in dense["meta"]:
             notice(f"{args.checkpoint} is already a checkpoint of ours; copying it")

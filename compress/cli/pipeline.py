@@ -17,11 +17,12 @@ from compress.data import Dataset
 from compress.errors import CompressError
 from compress.kinds import Kind
 from compress.models import ModelSpec
-from compress.models.sources import canonical
+from compress.models.sources import allow_code, canonical, code_trusted
 from compress.presets import dense_config, retrain_config, shipped_config
 from compress.prune.channels import model_from_checkpoint
 from compress.prune.ratios import allocate, planned_sparsity, read_ratio_file, round_to_multiple
 from compress.prune.schedule import PruneJob, Run, prune
+from compress.report.runs import failed_stages
 from compress.train import TrainConfig, evaluate
 
 # quantize runs by default: INT8 is where CPU inference speed is (measured in the README), and it
@@ -59,6 +60,7 @@ class PruneOptions:
     max_drop: float = 1.0  # INT8 top-1 drop (points) that fails the quantize stage
     sync_bn: bool = False  # under torchrun: BatchNorm over the global batch
     val_split: float | None = None  # --val-split for a model trained here (None: auto); a checkpoint keeps its own
+    val_data: str | None = None  # --val-data: a separate dataset as the validation split (imported weights)
     plan: object | None = None  # a planner.PlanRequest: ratios chosen for a measured speed-up (filter only)
     show: bool = True
     command: list[str] = field(default_factory=list)
@@ -69,6 +71,8 @@ def requested_spec(opts: PruneOptions, data: Dataset) -> ModelSpec | None:
     """The model the options name (None when only a checkpoint of ours names it)."""
     if opts.model is None and opts.checkpoint is not None:
         return None
+    if opts.model is not None:
+        allow_code(opts.model)  # named by the caller: its checkpoints may rebuild from it
     return ModelSpec(canonical(opts.model or DEFAULT_MODEL), data.num_classes, opts.width, data.image_size,
                      args=dict(opts.model_args))
 
@@ -79,22 +83,27 @@ def resolve_dense(opts: PruneOptions, data: Dataset, device: torch.device) -> tu
     split it was trained beside (see `split_for`). Nothing is written."""
     wanted = requested_spec(opts, data)
     if opts.checkpoint is None:
-        return wanted, None, split_for(data, None, opts.val_split)
+        return wanted, None, split_for(data, None, opts.val_split, opts.val_data)
     dense = load_dense(opts.checkpoint, wanted, trust_pickle=opts.trust_pickle)
     spec = ModelSpec.from_dict(dense["model"])
     check_fits_data(spec, data, str(opts.checkpoint))
-    data = split_for(with_contract(data, dense), dense, opts.val_split)
+    data = split_for(with_contract(data, dense), dense, opts.val_split, opts.val_data)
+    model = model_from_checkpoint(dense)  # the weights fit the model and are finite, before any folder exists
     if "imported" in dense["meta"]:
         imported = dense["meta"]["imported"]
         out.print(f"[bold]weights[/bold] from {opts.checkpoint}: {imported['summary']}", soft_wrap=True)
-        model = model_from_checkpoint(dense).to(device)
-        acc = evaluate(model, data, device)[0]
+        acc = evaluate(model.to(device), data, device)[0]
         dense["meta"].update(accuracy=round(acc, 2), dataset=data.describe(), epochs=None)
         imported["accuracy_warning"] = chance_warning(acc, data)
-        out.print(f"[bold]imported model[/bold] {spec.describe()}: {acc:.2f}% on {data.test_x.shape[0]} test images",
-                  soft_wrap=True)
+        norm = lambda v: ",".join(f"{x:.4g}" for x in v)  # noqa: E731
+        out.print(f"[bold]imported model[/bold] {spec.describe()}: {acc:.2f}% on {data.test_x.shape[0]} test images, "
+                  f"inputs normalised with mean {norm(data.mean)} std {norm(data.std)} (pass --mean/--std if your "
+                  "training used other values)", soft_wrap=True)
         if imported["accuracy_warning"]:
             notice(imported["accuracy_warning"])
+        imported["validation_warning"] = optimistic_validation(data)
+        if imported["validation_warning"]:
+            notice(imported["validation_warning"])
     return spec, dense, data
 
 
@@ -115,6 +124,18 @@ def place_dense(opts: PruneOptions, spec: ModelSpec, given: dict | None, data: D
     if not dest.exists():
         link_or_copy(path, dest)
     return dense, path
+
+
+def optimistic_validation(data: Dataset) -> str | None:
+    """Weights trained elsewhere may have seen the images a validation split holds out of the
+    training split: every choice made on them then looks better than it is. Said, unless the
+    validation images came from a separate --val-data folder."""
+    vs = data.extra.get("val_split")
+    if not data.has_val or (isinstance(vs, dict) and vs.get("separate")):
+        return None
+    return (f"the validation split ({data.val_x.shape[0]} images) is held out of the training images, which your "
+            "own training may have used: validation numbers (and the choices made on them) can be optimistic; "
+            "pass --val-data SOURCE with images your model never trained on")
 
 
 def chance_warning(acc: float, data: Dataset) -> str | None:
@@ -278,6 +299,8 @@ def run_prune(opts: PruneOptions, data: Dataset, device: torch.device) -> dict:
                      dense_path=dense_path, sync_bn=opts.sync_bn)
     manifest["ratio_source"] = source
     manifest["command"] = opts.command
+    if code_trusted():
+        manifest["trust_code"] = True
     bench_settings = None
     if plan is not None:
         from compress.analysis.planner import write_plan
@@ -310,6 +333,9 @@ def run_all(base: PruneOptions, ratios: dict[str, float], data: Dataset, device:
     from compress.io import atomic_write
 
     t0 = time.perf_counter()
+    for method, kind in SUITE:  # every run's recipe checked before any training, not after the first run
+        PruneJob(kind=kind, method=method, target=ratios[kind], ratios={}, rounds=rounds if method == "imp" else 1,
+                 schedule=base.schedule, rewind=base.rewind, criterion=base.criterion, retrain=base.retrain).validate()
     spec, given, data = resolve_dense(base, data, device)  # weights checked before the folder exists
     suite = open_run_dir(out_dir, base.resume, base.force)
     dense, _ = place_dense(base, spec, given, data, device, suite / "dense.pt")
@@ -317,6 +343,7 @@ def run_all(base: PruneOptions, ratios: dict[str, float], data: Dataset, device:
                 "dataset": data.describe(), "dense": {"path": "dense.pt", "accuracy": dense["meta"]["accuracy"],
                                                    "val_accuracy": dense["meta"].get("val_accuracy")},
                 "runs": {}, "results": {}, "command": base.command, "versions": versions(), "device": str(device),
+                **({"trust_code": True} if code_trusted() else {}),
                 "started": datetime.datetime.now().isoformat(timespec="seconds")}
 
     def write():
@@ -326,7 +353,8 @@ def run_all(base: PruneOptions, ratios: dict[str, float], data: Dataset, device:
     for method, kind in SUITE:
         name = f"{method}_{kind}"
         run_dir = suite / name
-        if base.resume and (run_dir / "manifest.json").exists() and Run(run_dir).read().get("status") == "complete":
+        if base.resume and (run_dir / "manifest.json").exists() and Run(run_dir).read().get("status") == "complete" \
+                and not failed_stages(Run(run_dir).read()):
             m = Run(run_dir).read()
         else:
             opts = PruneOptions(**{**base.__dict__, "model": None, "model_args": {}, "width": 1.0,
@@ -349,7 +377,10 @@ def run_all(base: PruneOptions, ratios: dict[str, float], data: Dataset, device:
     write()
     if "report" in base.stages:
         artifacts["report"] = record_stage(manifest, "report", lambda: report_stage(suite))
-    manifest.update(status="complete", seconds=round(time.perf_counter() - t0, 1),
+    failed = failed_stages(manifest)
+    failed.update({f"{name}/{stage}": error for name in manifest["runs"]
+                   for stage, error in failed_stages(Run(suite / name).read()).items()})
+    manifest.update(status="failed" if failed else "complete", failed=failed, seconds=round(time.perf_counter() - t0, 1),
                     finished=datetime.datetime.now().isoformat(timespec="seconds"))
     del stages
     write()

@@ -108,7 +108,7 @@ class _Prune(Command):
             model=source, model_args=model_args, width=args.width, checkpoint=args.checkpoint,
             trust_pickle=args.trust_pickle, dense=dense, retrain=retrain, out=args.out, resume=args.resume, force=args.force,
             stages=tuple(s for s in STAGE_NAMES if not getattr(args, f"no_{s}")), max_drop=args.max_drop,
-            command=args.argv, val_split=args.val_split, sync_bn=args.sync_bn,
+            command=args.argv, val_split=args.val_split, val_data=args.val_data, sync_bn=args.sync_bn,
             plan=plan_request(args, args.round_to or 16) if self.kind == Kind.FILTER else None)
         data = load_data(args, device)
         if args.seeds:
@@ -127,8 +127,9 @@ class _Prune(Command):
             from compress.analysis.planner import bench_check
 
             out.print(bench_check(manifest, Path(manifest["run_dir"])), soft_wrap=True)
-        failed = [k for k, v in manifest.get("stages", {}).items() if v["status"] == "failed"]
-        return 1 if failed else 0
+        from compress.report.runs import failed_stages
+
+        return report_failures(failed_stages(manifest))
 
 
     @staticmethod
@@ -152,11 +153,36 @@ class _Prune(Command):
             out.print(prune_summary(manifest))
             return {name: manifest}
 
-        summary = run_seeds(run_one, args.seeds, args.out or seeds_root(opts, spec), resume=args.resume,
+        root = args.out or seeds_root(opts, spec)
+        summary = run_seeds(run_one, args.seeds, root, resume=args.resume,
                             force=args.force, what=f"{opts.method.upper()} {opts.kind} pruning",
                             seed_dense=args.seed_dense, shared_checkpoint=opts.checkpoint is not None,
                             command=args.argv)
-        return 0 if summary["models"] else 1
+        return seed_failures(root) if summary["models"] else 1
+
+
+def report_failures(failed: dict[str, str]) -> int:
+    """The exit code of a run: 1, with one line per failed stage, when any stage was tried and
+    broke (the files of the stages that worked stand); 0 otherwise."""
+    from compress.console import err
+
+    for stage, error in failed.items():
+        err.print(f"[bold red]failed:[/bold red] stage {stage}: {error}", soft_wrap=True)
+    if failed:
+        err.print(f"[bold red]error:[/bold red] {len(failed)} stage(s) failed (above); the run is not complete",
+                  soft_wrap=True)
+    return 1 if failed else 0
+
+
+def seed_failures(root: Path) -> int:
+    """`report_failures` over every run and suite manifest under a --seeds folder."""
+    from compress.report.runs import failed_stages, read_json
+
+    failed = {}
+    for path in sorted(Path(root).rglob("manifest.json")):
+        for stage, error in failed_stages(read_json(path) or {}).items():
+            failed[f"{path.parent.relative_to(root)}/{stage}"] = error
+    return report_failures(failed)
 
 
 def print_comparisons(manifests: dict[str, dict]) -> None:
@@ -276,7 +302,7 @@ class All(Command):
         summary = run_seeds(run_one, args.seeds, root, resume=args.resume, force=args.force,
                             what="OMP/IMP × unstructured/filter (compress all)", seed_dense=args.seed_dense,
                             shared_checkpoint=base.checkpoint is not None, command=args.argv)
-        return 0 if summary["models"] else 1
+        return seed_failures(root) if summary["models"] else 1
 
     def run(self, args) -> int:
         from compress.cli.pipeline import PruneOptions, run_all
@@ -293,6 +319,7 @@ class All(Command):
                             checkpoint=args.checkpoint, trust_pickle=args.trust_pickle, dense=dense,
                             retrain=train_config(args, retrain_config(source)),
                             resume=args.resume, force=args.force, command=args.argv, val_split=args.val_split,
+                            val_data=args.val_data,
                             stages=tuple(s for s in STAGE_NAMES if not getattr(args, f"no_{s}")),
                             max_drop=args.max_drop, sync_bn=args.sync_bn)
         data = load_data(args, device)
@@ -308,4 +335,4 @@ class All(Command):
         from compress.cli.seeds import load_seed_manifests
 
         print_comparisons(load_seed_manifests(suite_dir))
-        return 0
+        return report_failures(manifest.get("failed") or {})

@@ -49,12 +49,25 @@ def run_stages(run_dir: Path, data: Dataset, device: torch.device, stages: tuple
     return manifest
 
 
+class StageFailed(Exception):
+    """A stage that wrote its files but did not succeed (a benchmark whose rows failed): recorded
+    as failed, and its files are kept."""
+
+    def __init__(self, message: str, value):
+        super().__init__(message)
+        self.value = value
+
+
 def record_stage(manifest: dict, name: str, fn):
     stages = manifest.setdefault("stages", {})
     try:
         value = fn()
     except CompressError:
         raise
+    except StageFailed as e:
+        notice(f"stage {name} failed: {e}")
+        stages[name] = {"status": "failed", "error": str(e)}
+        return e.value
     except Exception as e:  # noqa: BLE001 - recorded, shown, and the other stages go on
         notice(f"stage {name} failed: {type(e).__name__}: {e}")
         stages[name] = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
@@ -129,9 +142,13 @@ def quantize_stage(onnx_dir: Path, data: Dataset, max_drop: float) -> str:
 def bench_stage(run_dir: Path, device: torch.device, settings: dict | None) -> str:
     """A short latency/size benchmark of dense vs the result (slim for filter runs)."""
     from bench import Settings, run_benchmark
+    from bench.harness.output import bench_verdict
 
-    run_benchmark(run=run_dir, out=run_dir / "bench", settings=Settings.quick(device=str(device), **(settings or {})),
-                  force=True)
+    report = run_benchmark(run=run_dir, out=run_dir / "bench",
+                           settings=Settings.quick(device=str(device), **(settings or {})), force=True)
+    verdict = bench_verdict(report)
+    if verdict:
+        raise StageFailed(verdict, "bench/bench.json")
     return "bench/bench.json"
 
 

@@ -157,3 +157,26 @@ def with_validation(ds: Dataset, fraction: float | None = None, seed: int = VAL_
     return replace(ds, train_x=ds.train_x[train_idx], train_y=ds.train_y[train_idx],
                    val_x=ds.train_x[val_idx], val_y=ds.train_y[val_idx],
                    fingerprint=f"{ds.fingerprint}-val{val_idx.numel()}s{seed}", extra={**ds.extra, "val_split": split})
+
+
+def with_validation_data(ds: Dataset, held_out: Dataset, source: str) -> Dataset:
+    """`ds` with every image of `held_out` (a separate folder, `--val-data`) as its validation
+    split, and all of its own training images kept for training: for weights trained elsewhere,
+    whose training may have seen any image of `ds`'s training split."""
+    if "val_split" in ds.extra:
+        raise CompressError("this dataset's validation split is already decided", "split once")
+    if list(held_out.classes) != list(ds.classes):
+        raise CompressError(f"--val-data {source} has the classes {list(held_out.classes)[:4]}..., not the training "
+                            f"data's {list(ds.classes)[:4]}...", "give it one folder per class, with the same names")
+    if tuple(held_out.train_x.shape[1:]) != tuple(ds.train_x.shape[1:]):
+        raise CompressError(f"--val-data {source} has images of shape {tuple(held_out.train_x.shape[1:])}, the "
+                            f"training data {tuple(ds.train_x.shape[1:])}", "pass --image-size for both")
+    parts = [(held_out.train_x, held_out.train_y), (held_out.test_x, held_out.test_y)]
+    if held_out.has_val:
+        parts.append((held_out.val_x, held_out.val_y))
+    dev = ds.train_x.device
+    val_x = torch.cat([x.to(dev) for x, _ in parts])
+    val_y = torch.cat([y.to(dev) for _, y in parts])
+    split = {"source": source, "separate": True, "images": int(val_x.shape[0]), "fingerprint": held_out.fingerprint}
+    return replace(ds, val_x=val_x, val_y=val_y, fingerprint=f"{ds.fingerprint}-valdata{held_out.fingerprint}",
+                   extra={**ds.extra, "val_split": split})

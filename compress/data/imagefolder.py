@@ -91,7 +91,7 @@ def _files_and_splits(root: Path, val_fraction: float, seed: int):
     train/ and val/ (or test/) when it has them, else a seeded stratified split."""
     train_dir, val_dir = _split_dirs(root)
     classes = find_classes(train_dir)
-    train_files = list_images(train_dir, classes)
+    train_files = list_images(train_dir, classes, root)
     if val_dir is not None:
         val_classes = find_classes(val_dir)
         if val_classes != classes:
@@ -100,7 +100,7 @@ def _files_and_splits(root: Path, val_fraction: float, seed: int):
             what = f"lacks {missing[:3]}" if missing else f"has classes {extra[:3]} that {train_dir.name}/ lacks"
             raise CompressError(f"{val_dir} does not have the same class folders as {train_dir} ({what})",
                                 "give both splits one folder per class, with the same names")
-        return classes, train_files, list_images(val_dir, classes), f"{train_dir.name}/ and {val_dir.name}/ folders"
+        return classes, train_files, list_images(val_dir, classes, root), f"{train_dir.name}/ and {val_dir.name}/ folders"
     train_files, val_files = stratified_split(train_files, len(classes), val_fraction, seed)
     if not val_files:
         raise CompressError(f"{root} has too few images for a validation split",
@@ -196,18 +196,52 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMG_EXTENSIONS) and not name.startswith(".")
 
 
-def list_images(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
-    """(file, label) for every image under each class folder, in sorted order."""
-    files = []
+def list_images(folder: Path, classes: list[str], root: Path | None = None) -> list[tuple[Path, int]]:
+    """(file, label) for every image under each class folder, in sorted order.
+
+    Symbolic links are followed only while they stay inside `root` (the dataset's folder,
+    default `folder`): a link that leaves it is not read (said once), and a folder reached
+    twice (a link loop) is walked once, so the scan always ends."""
+    inside = Path(os.path.realpath(root or folder))
+    files, outside, seen = [], [], set()
+
+    def within(path: str) -> bool:
+        real = Path(os.path.realpath(path))
+        return real == inside or inside in real.parents
+
     for label, cls in enumerate(classes):
         found = []
-        for dirpath, dirnames, names in os.walk(folder / cls, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            found += [Path(dirpath) / n for n in sorted(names) if _is_image(n)]
+        start = folder / cls
+        if not within(start):
+            outside.append(str(start))
+            continue
+        for dirpath, dirnames, names in os.walk(start, followlinks=True):
+            real = os.path.realpath(dirpath)
+            if real in seen:  # a loop, or a second link to a folder already read
+                dirnames[:] = []
+                continue
+            seen.add(real)
+            keep = []
+            for d in sorted(d for d in dirnames if not d.startswith(".")):
+                if within(os.path.join(dirpath, d)):
+                    keep.append(d)
+                else:
+                    outside.append(os.path.join(dirpath, d))
+            dirnames[:] = keep
+            for n in sorted(n for n in names if _is_image(n)):
+                path = os.path.join(dirpath, n)
+                if within(path):
+                    found.append(Path(path))
+                else:
+                    outside.append(path)
         if not found:
-            raise CompressError(f"class folder {folder / cls} has no images",
+            why = " (its links lead outside the dataset folder, which are not followed)" if outside else ""
+            raise CompressError(f"class folder {folder / cls} has no images{why}",
                                 f"add images ({', '.join(IMG_EXTENSIONS)}) or remove the folder")
         files += [(f, label) for f in found]
+    if outside:
+        notice(f"{len(outside)} symbolic link(s) in {folder} lead outside {inside} and were not followed "
+               f"(first: {outside[0]}); copy those images in, or point --data at a folder that holds them")
     return files
 
 

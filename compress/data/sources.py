@@ -3,6 +3,7 @@ sample), image folders, and `load_dataset` to resolve a `--data` value to one of
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import socket
@@ -28,6 +29,9 @@ OFFICIAL_MD5 = {
     "test_batch": "40351d587109b95175f43aff81a1287e",
     "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
 }
+# sizes of the official batch files: a file of that size is checked against the MD5 before it is read
+OFFICIAL_BYTES = {"test_batch": 31035526, **{f"data_batch_{i}": 31035704 for i in range(1, 6)}}
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 
@@ -169,17 +173,49 @@ def _read_md5sums(root: Path) -> dict[str, str]:
     return listed
 
 
+# What the official batches (and the bundled sample) pickle, and nothing else: a numpy array is
+# rebuilt from these; any other global a file asks for could run code, so it is refused.
+SAFE_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+
+class _DataOnly(pickle.Unpickler):
+    """An unpickler that rebuilds dicts, lists, strings, numbers and numpy arrays only."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"the file asks for {module}.{name}, which a dataset file never holds")
+
+
+def load_data_pickle(raw: bytes, f: Path):
+    """A CIFAR-10 python file unpickled without running code from it (see SAFE_GLOBALS)."""
+    try:
+        return _DataOnly(io.BytesIO(raw), encoding="latin1").load()
+    except pickle.UnpicklingError as e:
+        if "asks for" in str(e):
+            raise CompressError(f"{f} is not a CIFAR-10 file: {e} (not loaded, nothing from it was run)",
+                                "use the official python batches from the CIFAR-10 site") from None
+        raise
+
+
 def _read_batch(f: Path, listed: dict, digests: dict) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """One batch file as (uint8 N×3×32×32, int64 N); the bool says whether a checksum vouched for it."""
+    """One batch file as (uint8 N×3×32×32, int64 N); the bool says whether a checksum vouched for it.
+    Checksums are compared before the file is unpickled, and it is unpickled as data only."""
     raw = f.read_bytes()
     digest = hashlib.md5(raw).hexdigest()
     digests[f.name] = digest
     hint = "re-download or re-copy the dataset (the file is truncated or corrupt)"
     if f.name in listed and listed[f.name] != digest:
         raise CompressError(f"{f} does not match its MD5SUMS entry", hint)
+    if f.name not in listed and len(raw) == OFFICIAL_BYTES.get(f.name) and OFFICIAL_MD5[f.name] != digest:
+        raise CompressError(f"{f} does not match the official CIFAR-10 MD5", hint)
     try:
-        d = pickle.loads(raw, encoding="latin1")
+        d = load_data_pickle(raw, f)
         data, labels = d["data"], d["labels"]
+    except CompressError:
+        raise
     except Exception as e:
         raise CompressError(f"{f} is not a readable CIFAR-10 batch ({type(e).__name__})", hint) from None
     n = len(labels)
@@ -197,10 +233,14 @@ def _read_batch(f: Path, listed: dict, digests: dict) -> tuple[torch.Tensor, tor
 
 def _read_classes(root: Path) -> list[str]:
     meta = root / "batches.meta"
+    if not meta.is_file():
+        return list(CIFAR10_CLASSES)
     try:
-        names = pickle.loads(meta.read_bytes(), encoding="latin1")["label_names"]
+        names = load_data_pickle(meta.read_bytes(), meta)["label_names"]
         if len(names) == 10:
             return [str(n) for n in names]
+    except CompressError:
+        raise
     except Exception:
         pass
-    return ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    return list(CIFAR10_CLASSES)

@@ -27,6 +27,9 @@ class ModelSpec:
     image_size: int = 32
     in_channels: int = 3
     args: dict = field(default_factory=dict, hash=False, compare=True)
+    # False for a spec read from a file (`from_dict`): a code source it names runs only when the
+    # user allowed it (sources.check_allowed); specs made in code are the caller's own choice
+    user_named: bool = field(default=True, compare=False, repr=False)
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
         """Zeros of the input shape: what tracing (Torch-Pruning's graph, op counts, ONNX) needs."""
@@ -34,13 +37,14 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        del d["user_named"]
         if not d["args"]:
             del d["args"]  # registry specs keep their old form (and baseline cache keys)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d and k != "user_named"}, user_named=False)
 
     @property
     def label(self) -> str:
@@ -71,6 +75,8 @@ class ModelSpec:
             model = create_model(self.name, num_classes=self.num_classes, width=self.width,
                                  image_size=self.image_size, in_channels=self.in_channels)
         else:
+            if not self.user_named:
+                sources.check_allowed(self.name)
             args = {k: v for k, v in self.args.items() if k != "cifar_stem"}
             model = sources.build_from_source(self.name, args, num_classes=self.num_classes,
                                               image_size=self.image_size, in_channels=self.in_channels,

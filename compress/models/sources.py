@@ -10,6 +10,11 @@ pickling it:
 
 plus keyword arguments (`--model-arg depth=20`, parsed as YAML scalars). File sources are
 stored with their absolute path: reloading imports the file again.
+
+Importing a file or module runs its code, so a source read from a checkpoint, a manifest or
+any other file is never imported on the file's word alone: only a source the user named
+(`--model` on the command line, `allow_code`) or every source after `--trust-code`
+(`trust_code`) is. Registry and `torchvision:` names resolve only to their own builders.
 """
 from __future__ import annotations
 
@@ -32,6 +37,45 @@ TORCHVISION = "torchvision:"
 # for small images these are built instead of the ImageNet stem, which would shrink 32 px to 1 px.
 CIFAR_STEM_VARIANTS = {"resnet18": "resnet18", "mobilenet_v2": "mobilenet_v2"}
 SMALL_IMAGE = 64  # px: at or below this, the CIFAR-stem variant is built
+
+
+CODE_KINDS = ("file", "module")  # sources whose builder is imported, so runs code
+_allowed: set[str] = set()  # code sources the user named in this process (canonical form)
+_trust_all = False  # --trust-code: every code source may run
+
+
+def allow_code(source: str) -> None:
+    """The user named this source (`--model`): importing it is their choice."""
+    if kind_of(source) in CODE_KINDS:
+        _allowed.add(canonical(source))
+
+
+def trust_code(on: bool = True) -> None:
+    """`--trust-code`: code sources recorded in files may be imported too (the manifest records it)."""
+    global _trust_all
+    _trust_all = on
+
+
+def reset_code_trust() -> None:
+    """Forget what earlier commands of this process allowed."""
+    _allowed.clear()
+    trust_code(False)
+
+
+def code_trusted() -> bool:
+    return _trust_all
+
+
+class CodeRefused(CompressError):
+    """A file asked to import a model source the user did not name."""
+
+
+def check_allowed(source: str, origin: str = "a checkpoint") -> None:
+    """Refuse to import a code source that only a file named (see the module's docstring)."""
+    if kind_of(source) not in CODE_KINDS or _trust_all or canonical(source) in _allowed:
+        return
+    raise CodeRefused(f"{origin} names the model source {source!r}, which would import and run code; "
+                        "not run", f"if you trust it, name it yourself with --model {source}, or pass --trust-code")
 
 
 def kind_of(source: str) -> str:

@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from compress.baseline import rewind_path
 from compress.checkpoint import load_checkpoint, load_state, save_checkpoint
+from compress.console import notice
 from compress.data import Dataset
 from compress.distributed import check_same
 from compress.enforcer import MaskEnforcer
@@ -33,7 +34,7 @@ from compress.prune.criteria import get_criterion
 from compress.prune.masks import apply_masks, filter_groups, filter_masks, nm_masks, unstructured_masks
 from compress.prune.ratios import planned_sparsity
 from compress.prune.sparsity import sparsity_report, write_report
-from compress.stats import pack_correct
+from compress.stats import pack_correct, unpack_correct
 from compress.train import TrainConfig, correct_per_image, evaluate, train
 
 REWINDS = ("finetune", "lr", "weights")
@@ -211,14 +212,20 @@ def prune(job: PruneJob, dense: dict, data: Dataset, run_dir: Path, *, device: t
 def _new_manifest(job: PruneJob, dense: dict, data: Dataset, run: Run, spec: ModelSpec, model: nn.Module,
                   device: torch.device, dense_path: Path | None) -> dict:
     """The run's manifest before its first round: the job, the model, the data and the dense model scored."""
-    dense_acc = dense["meta"].get("accuracy")
-    if dense_acc is None:
-        dense_acc = evaluate(model, data, device)[0]
+    # "vs dense" compares with the dense model measured here, on these test images: a number stored
+    # in the checkpoint may come from another test set (said when it does)
+    scores = scored(model, data, device)
+    right = unpack_correct(scores["test_correct"])
+    dense_acc = 100 * sum(right) / len(right)
+    stored, recorded = dense["meta"].get("accuracy"), dense["meta"].get("dataset") or {}
+    if stored is not None and recorded.get("fingerprint", "").split("-")[0] != data.fingerprint.split("-")[0]:
+        notice(f"the dense model was measured on {recorded.get('name', 'other data')} ({stored:.2f}%); on this run's "
+               f"{data.name} test images it scores {dense_acc:.2f}%, which is what the pruned models are compared with")
     return {
         "format": "compress-run/1", "status": "running", "job": job.to_dict(), "model": spec.to_dict(),
         "dataset": data.describe(),
         "dense": {"path": str(dense_path) if dense_path else None, "accuracy": dense_acc,
-                  "meta_epochs": dense["meta"].get("epochs"), **scored(model, data, device)},
+                  "meta_epochs": dense["meta"].get("epochs"), **scores},
         "versions": versions(), "device": str(device), "rounds": [], "run_dir": str(run.path),
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
     }

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from compress.analysis.planner import final_speedup
 from compress.report.markdown import fmt_acc, link, md_table
-from compress.report.runs import RunData, read_json
+from compress.report.runs import RunData, failed_stages, read_json
 
 
 def deploy_section(folder: Path, top: dict, runs: list[RunData]) -> list[str]:
@@ -19,7 +19,9 @@ def deploy_section(folder: Path, top: dict, runs: list[RunData]) -> list[str]:
     for rel, b in benches:
         out += _bench_lines(folder, rel, b)
     if not benches:
-        out += ["Latency: the bench stage did not run (no `bench/bench.json`).", ""]
+        error = failed_stages(top).get("bench") or next((r.failed["bench"] for r in runs if "bench" in r.failed), None)
+        out += [f"Latency: **the bench stage failed**: {error}." if error else
+                "Latency: the bench stage did not run (no `bench/bench.json`).", ""]
     return out
 
 
@@ -45,7 +47,9 @@ def _export_lines(runs: list[RunData]) -> list[str]:
         if dense_bytes:
             out += [f"Dense ONNX model: {dense_bytes / 1e6:.2f} MB (opset {exports[0][1].get('opset', '?')}).", ""]
     else:
-        out += ["ONNX export: the export stage did not run (no `onnx/export.json`).", ""]
+        error = next((r.failed["export"] for r in runs if "export" in r.failed), None)
+        out += [f"ONNX export: **the export stage failed**: {error}." if error else
+                "ONNX export: the export stage did not run (no `onnx/export.json`).", ""]
     return out
 
 
@@ -56,8 +60,8 @@ def _bench_lines(folder: Path, rel: str, b: dict) -> list[str]:
     rows, skipped = [], {}
     for res in b.get("results", []):
         if res.get("status", "ok") != "ok":  # one line per runtime and reason, not a row per cell
-            skipped.setdefault((res.get("runtime", "?"), res.get("reason") or res.get("status")), set()).add(
-                res.get("model", "?"))
+            skipped.setdefault((res.get("runtime", "?"), res.get("status", "skipped"), res.get("reason") or "?"),
+                               set()).add(res.get("model", "?"))
             continue
         sp = res.get("speedup_vs_dense")
         speed = f"{sp:.2f}×" if isinstance(sp, (int, float)) else "–"
@@ -85,8 +89,8 @@ def _bench_lines(folder: Path, rel: str, b: dict) -> list[str]:
     if rows:
         out += [md_table(["model", "runtime", "batch", "median ms", "p90 ms", "images/s", "speed-up vs dense"],
                        rows, "llrrrrr"), ""]
-    for (runtime, reason), models_ in skipped.items():
-        out.append(f"- {runtime}: not measured ({reason})")
+    for (runtime, status, reason), models_ in skipped.items():
+        out.append(f"- {runtime}: **failed** ({reason})" if status == "failed" else f"- {runtime}: not measured ({reason})")
     if skipped:
         out.append("")
     png = f"{rel}/bench/bench.png" if rel else "bench/bench.png"
@@ -169,6 +173,8 @@ def imported_section(runs: list[RunData]) -> list[str]:
     if imported.get("accuracy_warning"):
         warning = imported["accuracy_warning"].replace("[bold red]", "**").replace("[/bold red]", "**")
         out += ["", f"> **Warning:** {warning}"]
+    if imported.get("validation_warning"):
+        out += ["", f"> **Note:** {imported['validation_warning']}"]
     return out + [""]
 
 

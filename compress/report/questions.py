@@ -38,7 +38,8 @@ def questions_section(runs: list[RunData]) -> list[str]:
     with_slim = [r for r in filt if r.slim and "params" in r.slim]
     for r in filt:
         if r not in with_slim:
-            out += [f"- {r.label}: the slim stage did not run (no `{link(r.rel, 'slim/slim.json')}`); "
+            did = f"failed ({r.failed['slim']})" if "slim" in r.failed else "did not run"
+            out += [f"- {r.label}: the slim stage {did} (no `{link(r.rel, 'slim/slim.json')}`); "
                     f"run `compress slim {link(r.rel, r.manifest.get('result', {}).get('path', 'MODEL.pt'))}` "
                     "and this report again to answer the questions below with its numbers.", ""]
     if not with_slim:

@@ -139,8 +139,10 @@ def suite_summary(manifest: dict, folder) -> Table:
                   with_ci(r.get("val_accuracy"), n_val), with_ci(r["accuracy"], n_test),
                   f"{r['accuracy'] - dense:+.2f}", r["path"])
     arts = manifest.get("artifacts", {})
+    failed = manifest.get("failed") or {}
     t.caption = (f"suite folder {folder}  ·  benchmark {arts.get('bench') or 'not run'}  ·  "
-                 f"report {arts.get('report') or 'not written'}  ·  {manifest.get('seconds', 0) / 60:.1f} min")
+                 f"report {arts.get('report') or 'not written'}  ·  {manifest.get('seconds', 0) / 60:.1f} min"
+                 + (f"\n[red]FAILED stages: {', '.join(failed)}[/red]" if failed else ""))
     return t
 
 

@@ -45,8 +45,18 @@ class RunData:
         return model_style(self.kind, self.method).label
 
     @property
+    def failed(self) -> dict[str, str]:
+        return failed_stages(self.manifest)
+
+    @property
     def complete(self) -> bool:
         return self.manifest.get("status") == "complete" and bool(self.manifest.get("result"))
+
+
+def failed_stages(manifest: dict) -> dict[str, str]:
+    """{stage: error} for the stages of a run or suite manifest that were tried and failed."""
+    return {name: s.get("error", "?") for name, s in (manifest.get("stages") or {}).items()
+            if isinstance(s, dict) and s.get("status") == "failed"}
 
 
 def read_json(path: Path, problems: list[str] | None = None) -> dict | None:

@@ -16,7 +16,7 @@ from compress.report.deploy import deploy_section, imported_section, plan_sectio
 from compress.report.figures import make_figures
 from compress.report.markdown import fmt_acc, fmt_pct, md_table
 from compress.report.questions import questions_section
-from compress.report.runs import RunData, load_runs, read_json, relative
+from compress.report.runs import RunData, failed_stages, load_runs, read_json, relative
 from compress.report.sections import confidence_section, layers_section, masks_section, results_section, rounds_section
 from compress.stats import with_ci
 
@@ -93,6 +93,10 @@ def write_report(run_dir: Path, *, mask_layer: str | None = None) -> Path:
     problems = list(top.get("_problems", [])) + [f"{r.label}: {p}" for r in runs for p in r.problems]
     if problems:
         lines += ["> **Incomplete inputs:** " + "; ".join(problems), ""]
+    failed = [f"{stage}: {error}" for stage, error in failed_stages(top).items()]
+    failed += [f"{r.label}, {stage}: {error}" for r in runs for stage, error in r.failed.items()]
+    if failed:
+        lines += ["> **Failed stages** (tried and broke; the run's exit code was non-zero): " + "; ".join(failed), ""]
     if ds.get("name", "").endswith("sample"):
         lines += ["> Trained and tested on the bundled CIFAR-10 sample: accuracies are not comparable with full "
                   "CIFAR-10 results.", ""]

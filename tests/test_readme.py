@@ -1,0 +1,68 @@
+"""The README tells the truth about the code: its Python runs, and every option it shows for a
+command is one that command's --help lists."""
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from compress.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def _blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+
+
+def _subcommand_help() -> dict[str, str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return {name: p.format_help() for name, p in sub.choices.items()}
+
+
+HELP = _subcommand_help()
+
+
+def _shown_commands() -> list[tuple[str, str]]:
+    """(where, command line) for each `compress ...` the README shows: command-table cells and
+    lines of shell blocks."""
+    found = []
+    for row in re.findall(r"^\| `(compress [^`]+)` \|", README, flags=re.M):
+        found.append(("command table", row))
+    for block in _blocks("bash"):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in re.split(r"&&|;|\|", line):
+                part = part.strip()
+                if part.startswith("compress "):
+                    found.append(("shell block", part))
+    return found
+
+
+def test_the_readme_shows_commands():
+    assert len([w for w, _ in _shown_commands() if w == "command table"]) >= 15
+
+
+@pytest.mark.parametrize("where, line", _shown_commands(), ids=lambda v: v if len(str(v)) < 60 else str(v)[:60])
+def test_every_option_the_readme_shows_exists(where, line):
+    words = line.replace("[", " ").replace("]", " ").replace("|", " ").split()
+    command = words[1]
+    assert command in HELP, f"{where}: `compress {command}` is not a command"
+    options = {w.split("=")[0] for w in words[2:] if w.startswith("--")}
+    missing = sorted(o for o in options if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", HELP[command]))
+    assert not missing, f"{where}: `compress {command}` has no {missing} (line: {line})"
+
+
+@pytest.mark.parametrize("index", range(len(_blocks("python"))))
+def test_every_python_block_runs(index, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    code = _blocks("python")[index]
+    exec(compile(code, f"README.md python block {index + 1}", "exec"), {"__name__": "__readme__"})
+
+
+def test_shell_lines_parse():
+    for _, line in _shown_commands():
+        shlex.split(line.replace("[", "").replace("]", "").replace("|", " "))
