@@ -36,9 +36,27 @@ TARGETS = {
     "slim_bf16_b256_speedup": (">=", 2.0, "slim filter-40% vs dense, torch bf16, batch 256"),
     "slim_cuda_graphs_b1_speedup": (">=", 1.3, "slim filter-40% vs dense, CUDA graphs, batch 1"),
     "unstructured_bf16_b256_speedup": ("stated", None, "unstructured 80% vs dense, torch bf16, batch 256 (~1.0x expected)"),
-    "sparse24_4096_b1024_ratio": ("stated", None, "2:4 / dense time, 4096x4096 linear at batch 1024, fp16"),
+    "sparse24_gemm_ratio": ("stated", None, "2:4 / dense time, 8192x8192 2:4 weight x 8192 rows, fp16"),
     "plan_bf16_b256_2x": ("within 10% of", 2.0, "compress plan --speedup 2 --runtime torch-bf16 --at-batch 256: measured"),
 }
+
+
+SECTIONS = {  # the section each target's value comes from: a failed section fails its targets
+    "train_images_per_s_b512": "training", "slim_bf16_b256_speedup": "latency",
+    "slim_cuda_graphs_b1_speedup": "latency", "unstructured_bf16_b256_speedup": "latency",
+    "sparse24_gemm_ratio": "sparse24", "plan_bf16_b256_2x": "planner",
+}
+
+
+def section_error(report: dict, name: str) -> str | None:
+    """The error a section recorded instead of its results (None when it ran)."""
+    section = report.get(name)
+    return section.get("error") if isinstance(section, dict) else None
+
+
+def latency_rows(report: dict) -> list[dict]:
+    rows = report.get("latency")
+    return rows if isinstance(rows, list) else []
 
 
 def cell(rows: list[dict], model: str, runtime: str, batch: int) -> dict | None:
@@ -46,21 +64,25 @@ def cell(rows: list[dict], model: str, runtime: str, batch: int) -> dict | None:
 
 
 def targets(report: dict) -> list[dict]:
-    rows = report["latency"]
+    rows = latency_rows(report)
     big = report["plan"]["compile_batch"]  # 256 on a GPU; the tiny run's largest batch stands in
+    training = report.get("training") or {}
     values = {
-        "train_images_per_s_b512": (report["training"]["batch_512"]["images_per_s"], report["training"]["device"]),
+        "train_images_per_s_b512": ((training.get("batch_512") or {}).get("images_per_s"), training.get("device")),
         "slim_bf16_b256_speedup": _speedup(rows, "filter-slim", "torch-bf16", big),
         "slim_cuda_graphs_b1_speedup": _speedup(rows, "filter-slim", "cuda-graphs", 1),
         "unstructured_bf16_b256_speedup": _speedup(rows, "unstructured-80", "torch-bf16", big),
-        "sparse24_4096_b1024_ratio": _sparse_ratio(report["sparse24"]),
-        "plan_bf16_b256_2x": _planned(report.get("planner", {})),
+        "sparse24_gemm_ratio": _sparse_ratio(report.get("sparse24") or {}),
+        "plan_bf16_b256_2x": _planned(report.get("planner") or {}),
     }
     out = []
     for key, (op, bound, what) in TARGETS.items():
         value, note = values[key]
         on_gpu = report["gpu"].get("cuda_available") and not report["tiny"]
-        if value is None:
+        failed = section_error(report, SECTIONS[key])
+        if failed:
+            verdict, note = f"failed: {failed}", f"the {SECTIONS[key]} section failed"
+        elif value is None:
             verdict = "skipped"
         elif not on_gpu:
             verdict = "not a GPU run"
@@ -86,7 +108,7 @@ def _speedup(rows, model, runtime, batch):
 
 def _planned(section):
     if "measured" not in section:
-        return None, section.get("error", "not run")
+        return None, section.get("error") or section.get("skipped") or "not run"
     return section["measured"], f"{section['runtime']}, predicted {section['predicted']:.2f}x, {section['attempts']} attempt(s)"
 
 
@@ -100,45 +122,77 @@ def _sparse_ratio(section):
 
 
 def summary_markdown(report: dict) -> str:
+    """The evidence in Markdown; a section that failed (or has not run yet) is one line saying so."""
     g, m = report["gpu"], report["machine"]
     lines = ["# GPU evidence kit", "",
              f"- GPU: {g.get('gpu') or 'none'} ({g.get('nvidia_smi', 'nvidia-smi not found')}), capability "
              f"{g.get('capability', '-')}, torch {m.get('torch')} (CUDA {g.get('torch_cuda')}, cuDNN {g.get('cudnn')})",
              f"- CPU: {m.get('cpu')}, {m.get('cpu_count')} cores; mode: {'tiny (CPU smoke run)' if report['tiny'] else 'full'}",
-             f"- command: `{report['command']}`; {report['seconds']:.0f} s", "",
+             f"- command: `{report['command']}`; {report.get('seconds', 0):.0f} s"
+             + ("" if report.get("finished") else " (**unfinished**: the files are rewritten after each section)"),
+             f"- settings: cuDNN autotuning {'on' if report.get('cudnn_benchmark') else 'off'} for training, latency "
+             "and planner alike; every model in NCHW (each runtime sets its own memory format); budget "
+             f"{report.get('budget_s', '?')} s", "",
              "| target | value | bound | verdict | note |", "| --- | ---: | --- | --- | --- |"]
-    for t in report["targets"]:
+    for t in report.get("targets") or []:
         v = "-" if t["value"] is None else f"{t['value']:.3f}" if t["value"] < 100 else f"{t['value']:.0f}"
         lines.append(f"| {t['what']} | {v} | {t['bound']} | {t['verdict']} | {t['note']} |")
-    tr = report["training"]
-    lines += ["", "## Training", "",
-              f"- {tr['dtype']} on {tr['device']}: batch 512 {tr['batch_512']['images_per_s']:.0f} images/s "
-              f"(steady epochs of {tr['images_per_epoch']} images), batch 64 {tr['batch_64']['images_per_s']:.0f} images/s",
-              f"- toolchain loop / plain loop, batch 512: {tr['loop_ratio']['toolchain_over_plain']:.3f}x",
-              f"- OMP filter 40% (1 epoch): {report['prune']['filter']['acc_retrained']:.2f}%, slim check "
-              f"{report['prune']['filter']['slim_check']['max_rel_diff']:.1e}; OMP unstructured 80%: "
-              f"{report['prune']['unstructured']['acc_retrained']:.2f}% (dense {report['prune']['dense_acc']:.2f}%)",
-              "", "## Latency (median ms; speed-up vs dense in the same run)", "",
-              "| runtime | batch | dense | filter-slim | unstructured-80 | peak GPU MB (dense) |",
-              "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for rt, bs in sorted({(r["runtime"], r["batch_size"]) for r in report["latency"]}, key=lambda k: (k[0], k[1])):
-        d = cell(report["latency"], "dense", rt, bs)
+    failed = {name: section_error(report, name) for name in ("training", "prune", "latency", "sparse24", "planner")}
+    lines += ["", "## Sections", ""]
+    for name in ("training", "prune", "latency", "sparse24", "planner"):
+        state = ("**failed**: " + failed[name] if failed[name] else
+                 "skipped: " + report[name]["skipped"] if isinstance(report.get(name), dict) and report[name].get("skipped")
+                 and name == "planner" else "done" if name in report else "not run")
+        lines.append(f"- {name}: {state}" + (f" ({report['section_seconds'][name]} s)"
+                                             if name in report.get("section_seconds", {}) else ""))
+    tr = report.get("training") or {}
+    lines += ["", "## Training", ""]
+    if "batch_512" in tr:
+        lines += [f"- {tr['dtype']} on {tr['device']}: batch 512 {tr['batch_512']['images_per_s']:.0f} images/s "
+                  f"(steady epochs of {tr['images_per_epoch']} images), batch 64 {tr['batch_64']['images_per_s']:.0f} "
+                  f"images/s", f"- toolchain loop / plain loop, batch 512: {tr['loop_ratio']['toolchain_over_plain']:.3f}x"]
+    else:
+        lines.append(f"- {tr.get('error', 'not run')}")
+    pr = report.get("prune") or {}
+    for kind in ("filter", "unstructured"):
+        row = pr.get(kind) or {}
+        if "error" in row or "acc_retrained" not in row:
+            lines.append(f"- OMP {kind}: {row.get('error', 'not run')}")
+            continue
+        check = row.get("slim_check") or {}
+        lines.append(f"- OMP {kind} (1 epoch): {row['acc_retrained']:.2f}% (dense {pr.get('dense_acc', float('nan')):.2f}%)"
+                     + (f"; slim check on CPU fp32: max rel diff {check['max_rel_diff']:.1e}, accuracy "
+                        f"{check['acc_masked']:.2f}% vs {check['acc_slim']:.2f}%" if "max_rel_diff" in check else
+                        f"; slim check: {check['error']}" if "error" in check else ""))
+    lines += ["", "## Latency (median ms; speed-up vs dense in the same run)", ""]
+    rows = latency_rows(report)
+    if section_error(report, "latency"):
+        lines.append(f"- the latency section failed: {section_error(report, 'latency')}")
+    else:
+        lines += ["| runtime | batch | dense | filter-slim | unstructured-80 | peak GPU MB (dense) |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for rt, bs in sorted({(r["runtime"], r["batch_size"]) for r in rows}, key=lambda k: (k[0], k[1])):
+        d = cell(rows, "dense", rt, bs)
         if d is None or d["status"] != "ok":
-            lines.append(f"| {rt} | {bs} | skipped: {(d or {}).get('reason', '?')} | | | |")
+            lines.append(f"| {rt} | {bs} | {(d or {}).get('status', 'skipped')}: {(d or {}).get('reason', '?')} | | | |")
             continue
         cols = []
         for name in ("filter-slim", "unstructured-80"):
-            c = cell(report["latency"], name, rt, bs)
+            c = cell(rows, name, rt, bs)
             cols.append("-" if c is None or c["status"] != "ok" else f"{c['median_ms']:.3f} ({c['speedup_vs_dense']:.2f}x)")
         lines.append(f"| {rt} | {bs} | {d['median_ms']:.3f} | {cols[0]} | {cols[1]} | {d.get('peak_gpu_mb') or '-'} |")
-    sp = report["sparse24"]
+    sp = report.get("sparse24") or {}
     lines += ["", "## 2:4 semi-structured", ""]
-    if sp.get("skipped"):
+    if sp.get("error"):
+        lines.append(f"- the 2:4 section failed: {sp['error']}")
+    elif sp.get("skipped"):
         lines.append(f"- speed: {sp['skipped']}; storage only: {sp['storage']['ratio']:.4f}x dense (fp16 values + metadata)")
-    else:
+    elif sp:
         ref = sp.get("reference", {})
-        lines.append(f"- 4096x4096 linear, batch 1024, fp16: 2:4 / dense = {ref.get('gemm_ratio', float('nan')):.3f} "
-                     f"({sp['layers']['backend']})")
+        shape = "x".join(str(v) for v in ref.get("shape", [])) or "?"
+        lines.append(f"- reference GEMM (M x N x K {shape}, weights 2:4 along K), fp16: 2:4 / dense = "
+                     f"{ref.get('gemm_ratio', float('nan')):.3f} ({sp['layers']['backend']}; max rel diff vs dense "
+                     f"{ref.get('max_rel_diff', float('nan')):.1e})")
         for row in sp["layers"]["rows"]:
             r = row.get("fp16") or {}
             if "gemm_ratio" in r:
@@ -152,11 +206,12 @@ def plot(report: dict, path: Path) -> Path:
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 1]})
     ax = axes[0]
-    cells = sorted({(r["runtime"], r["batch_size"]) for r in report["latency"]})
+    rows = latency_rows(report)
+    cells = sorted({(r["runtime"], r["batch_size"]) for r in rows})
     for i, name in enumerate(("filter-slim", "unstructured-80")):
         vals = []
         for rt, bs in cells:
-            c = cell(report["latency"], name, rt, bs)
+            c = cell(rows, name, rt, bs)
             vals.append(c["speedup_vs_dense"] if c and c["status"] == "ok" and c.get("speedup_vs_dense") else 0)
         ax.bar([k + 0.4 * i for k in range(len(cells))], vals, width=0.4, label=name)
     ax.axhline(1.0, color="grey", lw=0.8)
@@ -164,12 +219,17 @@ def plot(report: dict, path: Path) -> Path:
     ax.set_ylabel("speed-up vs dense (same run)")
     ax.set_title("latency (empty bar: skipped, see summary.md)")
     ax.legend()
+    if not cells:
+        ax.text(0.5, 0.5, f"latency: {section_error(report, 'latency') or 'not run'}", ha="center", va="center",
+                wrap=True, transform=ax.transAxes, fontsize=9)
     ax = axes[1]
-    tr = report["training"]
-    ax.bar(["batch 512", "batch 64"], [tr["batch_512"]["images_per_s"], tr["batch_64"]["images_per_s"]])
+    tr = report.get("training") or {}
+    ax.bar(["batch 512", "batch 64"], [(tr.get("batch_512") or {}).get("images_per_s", 0),
+                                       (tr.get("batch_64") or {}).get("images_per_s", 0)])
     ax.axhline(TARGETS["train_images_per_s_b512"][1], color="red", lw=0.8, ls="--", label="target (GPU)")
     ax.set_ylabel("training images/s")
-    ax.set_title(f"VGG13 training, {tr['dtype']}", fontsize=9)
+    ax.set_title(f"VGG13 training, {tr['dtype']}" if "dtype" in tr else f"training: {tr.get('error', 'not run')}"[:60],
+                 fontsize=9)
     ax.legend(fontsize=7)
     gpu = report["gpu"].get("gpu") or f"CPU: {report['machine'].get('cpu')}"
     fig.suptitle(f"GPU evidence kit on {gpu}{' (tiny)' if report['tiny'] else ''}")

@@ -215,21 +215,25 @@ def layer_inputs(model: nn.Module, batch: int, image_size: int, in_channels: int
 def speed_report(model: nn.Module, batch: int, image_size: int, dtypes: list[str], runs: int,
                  in_channels: int = 3) -> dict:
     backend = pick_backend()
+    cudnn_before = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True  # the dense conv baseline gets cuDNN's fastest algorithm
-    shapes = layer_inputs(model, batch, image_size, in_channels)
-    rows = []
-    for name, m in layers_of(model):
-        reason = why_dense(m)
-        row = {"layer": name, "kind": type(m).__name__, "input": list(shapes[name]), "reason": reason}
-        if reason is None:
-            torch.manual_seed(0)
-            x = torch.randn(shapes[name])
-            for d in dtypes:
-                try:
-                    row[d] = time_layer(m, x, DTYPES[d], runs)
-                except (RuntimeError, NotImplementedError) as e:  # a shape or dtype this build refuses
-                    row[d] = {"error": str(e).splitlines()[0][:200]}
-        rows.append(row)
+    try:
+        shapes = layer_inputs(model, batch, image_size, in_channels)
+        rows = []
+        for name, m in layers_of(model):
+            reason = why_dense(m)
+            row = {"layer": name, "kind": type(m).__name__, "input": list(shapes[name]), "reason": reason}
+            if reason is None:
+                torch.manual_seed(0)
+                x = torch.randn(shapes[name])
+                for d in dtypes:
+                    try:
+                        row[d] = time_layer(m, x, DTYPES[d], runs)
+                    except (RuntimeError, NotImplementedError) as e:  # a shape or dtype this build refuses
+                        row[d] = {"error": str(e).splitlines()[0][:200]}
+            rows.append(row)
+    finally:
+        torch.backends.cudnn.benchmark = cudnn_before  # the caller's setting, as it was
     return {"backend": backend, "device": torch.cuda.get_device_name(), "capability":
             list(torch.cuda.get_device_capability()), "batch": batch, "rows": rows}
 

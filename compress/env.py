@@ -23,6 +23,12 @@ def resolve_device(name: str | None = "auto") -> torch.device:
         raise CompressError(f"unknown device {name!r}", "use auto, cpu or cuda") from None
 
 
+def cuda_index(device: torch.device) -> int:
+    """The GPU index of a CUDA device: `torch.device("cuda")` carries none (and
+    `torch.cuda.set_device` refuses it), so it means the current device."""
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
 def versions() -> dict:
     """Library versions worth recording beside any result."""
     out = {"python": platform.python_version(), "torch": str(torch.__version__),

@@ -32,9 +32,13 @@ def retrain_config(model: str) -> TrainConfig:
 
 
 def config_dir() -> Path:
-    """The shipped ratio files: `configs/` in a checkout, the package data `compress.configs` in
-    a wheel install (the same files: pyproject.toml maps one onto the other)."""
-    return Path(str(importlib.resources.files("compress.configs")))
+    """The shipped ratio files: the package data `compress.configs` when installed (a wheel, or
+    an editable install: pyproject.toml maps `configs/` onto it), else `configs/` beside the
+    `compress` folder of a plain checkout run with PYTHONPATH (the GPU kit's machine)."""
+    try:
+        return Path(str(importlib.resources.files("compress.configs")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[1] / "configs"
 
 
 CONFIG_DIR = config_dir()

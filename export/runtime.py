@@ -54,12 +54,22 @@ def ort_session(path: Path, device: str = "cpu"):
         raise CompressError("ONNX Runtime's CUDA provider is unavailable in this installation",
                             "install onnxruntime-gpu, or use device cpu")
     _preload_cuda_libraries()
+    strict = _session_options(quiet=True)
+    # every node on the CUDA provider, or no session: a node ORT would quietly run on the CPU
+    # (an op the provider lacks) would make a "CUDA" timing partly a CPU one
+    strict.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     try:
-        sess = _create(path, [(_CUDA, {"device_id": index}), _CPU], _session_options(quiet=True))
+        sess = _create(path, [(_CUDA, {"device_id": index}), _CPU], strict)
     except CompressError:
         _create(path, [_CPU], _session_options())  # a bad file raises its own error here
-        raise CompressError(f"ONNX Runtime's CUDA provider failed to start on cuda:{index}",
-                            "check the GPU and the CUDA/cuDNN libraries onnxruntime-gpu needs, or use device cpu") from None
+        try:
+            _create(path, [(_CUDA, {"device_id": index}), _CPU], _session_options(quiet=True))
+        except CompressError:
+            raise CompressError(f"ONNX Runtime's CUDA provider failed to start on cuda:{index}",
+                                "check the GPU and the CUDA/cuDNN libraries onnxruntime-gpu needs, or use device "
+                                "cpu") from None
+        raise CompressError(f"some nodes of {path.name} would run on the CPU, not ONNX Runtime's CUDA provider",
+                            "the provider lacks one of the model's ops here; time it on cpu, or on torch") from None
     if sess.get_providers()[0] != _CUDA:
         raise CompressError(f"ONNX Runtime could not start its CUDA provider on cuda:{index} "
                             f"(the session fell back to {sess.get_providers()[0]})",

@@ -16,7 +16,7 @@ from bench.harness.output import write_csv, write_json
 from bench.harness.plot import plot_bench
 from bench.harness.runtimes import Context, get_runtimes
 from compress.console import notice
-from compress.env import machine, resolve_device
+from compress.env import cuda_index, machine, resolve_device
 from compress.errors import CompressError
 from compress.io import check_writable
 
@@ -89,7 +89,7 @@ def timing_session(settings: Settings) -> Iterator[tuple[Context, list, torch.de
     torch.set_num_threads(threads)
     cudnn_before = torch.backends.cudnn.benchmark
     if device.type == "cuda":
-        torch.cuda.set_device(device)  # CUDA events and graphs live on the current device
+        torch.cuda.set_device(cuda_index(device))  # CUDA events and graphs live on the current device
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels, as deployments do
     try:
         with tempfile.TemporaryDirectory(prefix="compress-bench-") as work:

@@ -60,16 +60,31 @@ class Loader:
                                 pin=self.device.type == "cuda")
         else:
             pieces = ((self.x[b[p]], self.y[b[p]]) for b, p in zip(batches, parts))
+        if self.augment:  # every batch's draws at once, in the order they were always drawn, moved in one copy
+            shifts, flips = self._epoch_params([b.numel() for b in batches])
+        start = 0
         for b, part, (xb, yb) in zip(batches, parts, pieces):
             xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
             # the random numbers are drawn for the whole batch, so every rank's generator stays in step
             if self.augment:
-                shifts, flip = self._crop_flip_params(b.numel())
-                xb = self._crop_flip(xb, shifts[:, part], flip[part])
+                shift, flip = shifts[:, start:start + b.numel()], flips[start:start + b.numel()]
+                xb = self._crop_flip(xb, shift[:, part], flip[part])
+            start += b.numel()
             xb = (xb.float() - self.mean) / self.std
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yield xb, yb
+
+    def _epoch_params(self, sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The crop shifts (2, N) and flips (N) of a whole epoch on the training device: drawn on
+        the CPU batch by batch (the same numbers as drawing them before each step), then copied
+        once from pinned memory without blocking, so no step waits for a host-to-device copy."""
+        drawn = [self._crop_flip_params(b) for b in sizes]
+        shifts = torch.cat([s for s, _ in drawn], dim=1) if drawn else torch.zeros(2, 0, dtype=torch.long)
+        flips = torch.cat([f for _, f in drawn]) if drawn else torch.zeros(0, dtype=torch.bool)
+        if self.device.type == "cuda":
+            shifts, flips = shifts.pin_memory(), flips.pin_memory()
+        return shifts.to(self.device, non_blocking=True), flips.to(self.device, non_blocking=True)
 
     def _crop_flip_params(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
         shifts = torch.randint(0, 2 * self.pad + 1, (2, b), generator=self.generator)

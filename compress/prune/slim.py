@@ -79,8 +79,14 @@ def slim(masked: nn.Module, spec: ModelSpec, data: Dataset | None = None, *, rou
 
 
 def verify(reference: nn.Module, slim_model: nn.Module, data: Dataset, rtol: float = 1e-4) -> dict:
-    """Slim vs reference on real test images: max relative logit difference and accuracies."""
-    device = next(reference.parameters()).device
+    """Slim vs reference on real test images: max relative logit difference and accuracies.
+
+    Both run as fp32 copies on the CPU, wherever the models live: on a GPU, TF32 or bf16
+    kernels and the two models' memory formats (Torch-Pruning rebuilds weights contiguous)
+    would pick different kernels, and equal models would differ by more than `rtol`."""
+    device = torch.device("cpu")
+    reference = copy.deepcopy(reference).float().to(device, memory_format=torch.contiguous_format).eval()
+    slim_model = copy.deepcopy(slim_model).float().to(device, memory_format=torch.contiguous_format).eval()
     x, _ = calibration_batch(data, 256)
     with torch.no_grad():
         a, b = reference(x.to(device)).float(), slim_model(x.to(device)).float()
