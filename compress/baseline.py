@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from compress.checkpoint import load_checkpoint, save_checkpoint
+from compress.checkpoint import load_checkpoint, save_checkpoint, with_metadata
 from compress.console import notice
 from compress.data import Dataset
 from compress.distributed import agree, barrier, current
@@ -123,7 +123,7 @@ def train_baseline(spec: ModelSpec, data: Dataset, cfg: TrainConfig, out: Path, 
     files = _Files(out, spec, spec.build(), cfg, data, device, datetime.datetime.now().isoformat(timespec="seconds"))
     loop = None
     if unfinished is not None:
-        files.model.load_state_dict(unfinished["state_dict"])
+        files.model.load_state_dict(with_metadata(files.model, unfinished["state_dict"]))
         files.history = [dict(h) for h in unfinished["meta"]["history"]]
         files.started, files.last = unfinished["meta"]["started"], unfinished["meta"]["epochs_completed"]
         loop = unfinished["meta"]["train_state"] | {"history": files.history}

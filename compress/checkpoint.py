@@ -9,7 +9,10 @@ Every file this toolchain writes loads with `torch.load(path, weights_only=True)
 """
 from __future__ import annotations
 
+import re
 import zipfile
+from collections import OrderedDict
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -91,15 +94,40 @@ def load_dense(path: Path | str, spec: ModelSpec | None = None, *, trust_pickle:
     if spec is None:
         raise CompressError(f"{path} holds weights only, not which architecture they belong to",
                             "pass --model (a registry name, torchvision:NAME or file.py:CALLABLE)")
+    spec = stem_of_weights(obj, spec)
     model = build_spec(spec)
     found = find_weights(obj, model, path)
     check_finite(found.state_dict, str(path))
-    model.load_state_dict(found.state_dict)
+    model.load_state_dict(with_metadata(model, found.state_dict))
     return {"format": FORMAT, "kind": "dense", "model": spec.to_dict(),
             "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
             "meta": {"accuracy": None, "complete": True, "imported": {
                 "path": str(path.resolve()), "found": found.found, "ignored": found.ignored,
                 "stripped": found.stripped, "trust_pickle": found.pickled_module, "summary": found.describe()}}}
+
+
+def stem_of_weights(obj, spec: ModelSpec) -> ModelSpec:
+    """`torchvision:resnet18` on small images is built with the CIFAR stem; weights trained with
+    torchvision's own ImageNet stem (a 7x7 conv1, what a user's fine-tuning script keeps) get
+    that stem instead, and the output says so."""
+    if spec.cifar_variant != "resnet18":
+        return spec
+    stems = [v for d in _dicts(obj) for k, v in d.items()
+             if isinstance(v, torch.Tensor) and re.search(r"(^|\.)conv1\.weight$", k) and "layer" not in k]
+    if not stems or stems[0].ndim != 4 or stems[0].shape[-1] != 7:
+        return spec
+    notice(f"the weights have torchvision's ImageNet stem (7x7 conv1, then a max-pool): {spec.name} is built with it "
+           "(--model-arg cifar_stem=false), not the CIFAR stem chosen for small images")
+    return replace(spec, args={**spec.args, "cifar_stem": False})
+
+
+def _dicts(obj, depth: int = 0):
+    """Every dict inside a loaded weights file (a state dict may sit under 'state_dict', 'model', ...)."""
+    if isinstance(obj, dict):
+        yield obj
+        if depth < 2:
+            for v in obj.values():
+                yield from _dicts(v, depth + 1)
 
 
 def input_contract(meta: dict) -> dict:
@@ -180,4 +208,15 @@ def load_state(model: nn.Module, state: dict, name: str) -> None:
         raise CompressError(f"the weights do not fit a {name} model ({detail})",
                             "the checkpoint was made for another architecture or width; pass the matching --model/--width")
     check_finite(state, f"this {name} checkpoint")
-    model.load_state_dict(state)
+    model.load_state_dict(with_metadata(model, state))
+
+
+def with_metadata(model: nn.Module, state: dict) -> dict:
+    """`state` carrying the per-module versions a fresh `model.state_dict()` has: checkpoints keep
+    plain dicts, and some modules (torchvision's MNASNet) read their version while loading."""
+    meta = getattr(model.state_dict(), "_metadata", None)
+    if meta is None or hasattr(state, "_metadata"):
+        return state
+    state = OrderedDict(state)
+    state._metadata = meta
+    return state

@@ -102,6 +102,18 @@ def autocast(device: torch.device):
 
 
 @torch.no_grad()
+def main_output(out) -> torch.Tensor:
+    """The logits of a model's output: the tensor itself, `.logits` (GoogLeNet's and Inception's
+    named tuples with auxiliary heads in train mode, transformers' outputs), or the first item."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if hasattr(out, "logits"):
+        return out.logits
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise TypeError(f"the model returned {type(out).__name__}, not logits")
+
+
 def _predictions(model: nn.Module, data: Dataset, device: torch.device, batch_size: int, split: str):
     """(logits, labels) batch by batch over a split, the model in eval mode (restored after)."""
     was_training = model.training
@@ -110,7 +122,7 @@ def _predictions(model: nn.Module, data: Dataset, device: torch.device, batch_si
         for xb, yb in eval_loader(data, batch_size, split, channels_last=device.type == "cuda"):
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             with autocast(device):
-                yield model(xb), yb
+                yield main_output(model(xb)), yb
     finally:
         model.train(was_training)
 
@@ -256,7 +268,7 @@ def train_one_epoch(net: nn.Module, loader: Loader, optimizer, scheduler, enforc
     seen = 0
     for i, (xb, yb) in enumerate(loader):
         with autocast(device):
-            logits = net(xb)
+            logits = main_output(net(xb))
             loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 os.environ.setdefault("COMPRESS_OFFLINE", "1")  # never try a download from the tests
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# The suite runs in 2 pytest-xdist workers (pyproject.toml): the cores are shared out, never
+# oversubscribed, and subprocesses (torchrun, the GPU kit from a plain checkout) get the same share.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, os.cpu_count() or 1) // WORKERS)
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+os.environ["COLUMNS"] = "200"  # rich's tables do not wrap the long names and paths tests look for
+torch.set_num_threads(THREADS)
 
 from compress.data import SAMPLE_ROOT, Dataset, load_dataset  # noqa: E402
 

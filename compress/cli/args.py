@@ -112,7 +112,8 @@ def floats(text: str) -> tuple[float, ...]:
 def add_model_args(p: argparse.ArgumentParser, weights: bool = False) -> None:
     p.add_argument("--model", default=None, metavar="SOURCE",
                    help="a registered name (`compress models`), torchvision:NAME (any torchvision classifier, "
-                        "random init), FILE.py:CALLABLE or package.module:CALLABLE returning an nn.Module "
+                        "random init), timm:NAME (any timm model; needs timm), FILE.py:CALLABLE or "
+                        "package.module:CALLABLE returning an nn.Module "
                         "(default: the checkpoint's own model, else vgg13)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument for the model's builder, a YAML scalar (repeatable)")

@@ -81,8 +81,27 @@ class ModelSpec:
             model = sources.build_from_source(self.name, args, num_classes=self.num_classes,
                                               image_size=self.image_size, in_channels=self.in_channels,
                                               width=self.width)
+        if self.source_kind != "registry" and not variant:
+            self._probe(model)
         mark_fixed_filters(model, self.example_input())
         return model
+
+    def _probe(self, model: nn.Module) -> None:
+        """A model that does not run at this input size (ViT, Swin and MaxViT take a fixed size;
+        Inception v3 needs at least 75 px) is one clear error here, not a traceback in tracing."""
+        was_training = model.training
+        try:
+            with torch.no_grad():
+                model.eval()(self.example_input())
+        except Exception as e:  # noqa: BLE001 - the user's or torchvision's code: say what it said
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise CompressError(f"{self.name} does not run on {self.image_size}x{self.image_size} px inputs "
+                                f"({type(e).__name__}: {first})",
+                                "pass --image-size N with the size it takes (e.g. 224; CIFAR and image folders "
+                                "are resized to it), or a builder argument that sets it (torchvision ViT: "
+                                "--model-arg image_size=N)") from None
+        finally:
+            model.train(was_training)
 
     def describe(self) -> str:
         """What was built, in words ('torchvision:resnet18 (CIFAR-stem variant: ...)')."""

@@ -5,6 +5,7 @@ pickling it:
 
     vgg13                        a registered architecture (`compress models`)
     torchvision:resnet50         any torchvision classification builder, random init, no download
+    timm:convnext_tiny           any timm model (the optional `timm` extra), random init, no download
     path/to/my_vgg.py:vgg13      a function or class in a Python file that returns an nn.Module
     package.module:make_net      the same, from an importable module
 
@@ -33,10 +34,14 @@ import yaml
 from compress.errors import CompressError, did_you_mean
 
 TORCHVISION = "torchvision:"
+TIMM = "timm:"
 # torchvision builders the registry has CIFAR-stem variants of (stride-1 stem, no max-pool):
 # for small images these are built instead of the ImageNet stem, which would shrink 32 px to 1 px.
 CIFAR_STEM_VARIANTS = {"resnet18": "resnet18", "mobilenet_v2": "mobilenet_v2"}
 SMALL_IMAGE = 64  # px: at or below this, the CIFAR-stem variant is built
+# torchvision builders with auxiliary classifiers for training (GoogLeNet, Inception v3): built
+# without them (`--model-arg aux_logits=true` keeps them; the loop then trains the main output)
+AUX_HEADS = ("googlenet", "inception_v3")
 
 
 CODE_KINDS = ("file", "module")  # sources whose builder is imported, so runs code
@@ -79,9 +84,11 @@ def check_allowed(source: str, origin: str = "a checkpoint") -> None:
 
 
 def kind_of(source: str) -> str:
-    """'registry' | 'torchvision' | 'file' | 'module'."""
+    """'registry' | 'torchvision' | 'timm' | 'file' | 'module'."""
     if source.startswith(TORCHVISION):
         return "torchvision"
+    if source.startswith(TIMM):
+        return "timm"
     if ":" not in source:
         return "registry"
     target = source.rsplit(":", 1)[0]
@@ -102,6 +109,8 @@ def label(source: str) -> str:
     kind = kind_of(source)
     if kind == "torchvision":
         name = source[len(TORCHVISION):]
+    elif kind == "timm":
+        name = f"timm.{source[len(TIMM):]}"
     elif kind == "registry":
         name = source
     else:
@@ -130,6 +139,8 @@ def check_source(source: str) -> None:
     kind = kind_of(source)
     if kind == "torchvision":
         _check_torchvision_name(source[len(TORCHVISION):])
+    elif kind == "timm":
+        _check_timm_name(source[len(TIMM):])
     elif kind in ("file", "module"):
         _resolve_callable(source)
 
@@ -143,6 +154,8 @@ def build_from_source(source: str, args: dict, *, num_classes: int, image_size: 
                             "pass the width through --model-arg if your builder takes one")
     if kind == "torchvision":
         return _torchvision(source[len(TORCHVISION):], args, num_classes, image_size, in_channels)
+    if kind == "timm":
+        return _timm(source[len(TIMM):], args, num_classes, in_channels)
     fn = _resolve_callable(source)
     kwargs = dict(args)
     try:
@@ -181,11 +194,43 @@ def _torchvision(name: str, args: dict, num_classes: int, image_size: int, in_ch
         raise CompressError("pretrained torchvision weights are not downloaded by this tool",
                             "save them once with torchvision and pass the file with --checkpoint")
     kwargs = {k: v for k, v in args.items() if k != "weights"}
+    if name in AUX_HEADS:  # training-only heads return a named tuple in train mode: off unless asked for
+        kwargs.setdefault("aux_logits", False)
+        kwargs.setdefault("init_weights", True)
     try:
         return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     except TypeError as e:
         raise CompressError(f"torchvision:{name} does not take these arguments ({e})",
                             "check --model-arg against torchvision's documentation") from None
+
+
+def _timm_module():
+    try:
+        import timm  # optional: `pip install "compress-toolchain[timm]"`
+    except ImportError:
+        raise CompressError("timm: sources need the timm package, which is not installed",
+                            'pip install "compress-toolchain[timm]" (or pip install timm)') from None
+    return timm
+
+
+def _check_timm_name(name: str) -> None:
+    available = _timm_module().list_models()
+    if name not in available:
+        raise CompressError(f"timm has no model {name!r}", did_you_mean(name, available))
+
+
+def _timm(name: str, args: dict, num_classes: int, in_channels: int) -> nn.Module:
+    timm = _timm_module()
+    _check_timm_name(name)
+    if args.get("pretrained") not in (None, False, "false", "False"):
+        raise CompressError("pretrained timm weights are not downloaded by this tool",
+                            "save them once with timm and pass the file with --checkpoint")
+    kwargs = {k: v for k, v in args.items() if k != "pretrained"}
+    try:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
+    except TypeError as e:
+        raise CompressError(f"timm:{name} does not take these arguments ({e})",
+                            "check --model-arg against timm's documentation") from None
 
 
 def _resolve_callable(source: str):

@@ -44,6 +44,19 @@ def prunable(model: nn.Module, kind: str) -> dict[str, torch.Tensor]:
     return out
 
 
+def require_prunable(model: nn.Module, kind: str) -> dict[str, torch.Tensor]:
+    """`prunable`, or one clear error when the kind can touch no layer of this model (every conv
+    fixed, e.g. a channel shuffle Torch-Pruning cannot trace), before any training."""
+    params = prunable(model, kind)
+    if params:
+        return params
+    reasons = sorted(set(fixed_filters(model).values())) if kind == Kind.FILTER else []
+    why = reasons[0] if len(reasons) == 1 else "; ".join(r[:80] for r in reasons[:2]) or "it has no conv or linear layer"
+    raise CompressError(f"no layer of this model can be {kind}-pruned ({why})",
+                        "`compress layers --model SOURCE` shows each layer and why; unstructured or nm pruning "
+                        "may still apply" if kind == Kind.FILTER else "`compress layers --model SOURCE` shows its layers")
+
+
 def units(weight: torch.Tensor, kind: str) -> int:
     """What a layer ratio counts: weights (unstructured) or output filters (filter)."""
     return weight.shape[0] if kind == Kind.FILTER else weight.numel()
@@ -135,7 +148,7 @@ def write_ratio_file(path: Path, ratios: dict[str, float], header: str = "") -> 
 # --------------------------------------------------------------------------- overall
 def planned_sparsity(model: nn.Module, kind: str, ratios: dict[str, float]) -> float:
     """Overall sparsity the ratios produce, under the definition of `kind` (see sparsity.py)."""
-    params = prunable(model, kind)
+    params = require_prunable(model, kind)
     total = sum(units(w, kind) for w in params.values())
     pruned = sum(pruned_count(r, units(params[n], kind)) for n, r in ratios.items())
     return pruned / total
@@ -152,7 +165,7 @@ def allocate(model: nn.Module, kind: str, target: float, method: str = "uniform"
     """
     if not 0 <= target < 1:
         raise CompressError(f"target sparsity {target} is outside [0, 1)", "e.g. --ratio 0.8")
-    params = prunable(model, kind)
+    params = require_prunable(model, kind)
     if method == "uniform":
         ratios = {n: target for n in params}
     elif method == "global":

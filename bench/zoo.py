@@ -1,0 +1,241 @@
+"""Every classifier torchvision (or timm) lists, through the whole deployment path, or a refusal.
+
+    python -m bench.zoo                                  # all of torchvision: docs/zoo.md + docs/zoo.json
+    python -m bench.zoo --models resnet18,vit_b_16 --out /tmp/zoo
+    python -m bench.zoo --source timm                    # the timm list below: docs/zoo_timm.md + .json
+
+Per model (random init: this is about mechanics, not accuracy): build at `--image-size` (a model
+that takes a fixed size is built for it where its builder has the argument, ViT's `image_size`,
+MaxViT's `input_size`, else run at its own size) -> `compress layers` (what filter pruning may
+touch) -> OMP filter 30% masks (uniform layer ratios) and one masked training step -> slim
+(masked == slim on real images) -> ONNX export + parity with PyTorch -> INT8 (ONNX Runtime
+static QDQ; agreement with fp32) -> latency dense vs slim on ONNX Runtime CPU at batch 1.
+
+Each model ends as `ok` (with its MACs and parameter ratios and the measured speed-up),
+`refused` (the one-line reason the CLI would print: a CompressError), `failed` (anything else:
+a bug of ours to fix, with the exception's first line) or `not run` (needs more memory than
+`--max-gb`). Rows are written as they finish, so an interrupted run keeps what it measured.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import re
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torchvision
+
+from bench.harness.latency import Settings, measure
+from bench.harness.models import BenchModel
+from bench.harness.runtimes import Context, get_runtimes
+from compress.console import err, out
+from compress.data import Dataset, load_dataset
+from compress.data.imagefolder import resized_dataset
+from compress.env import machine, versions
+from compress.errors import CompressError
+from compress.io import atomic_write
+from compress.models import ModelSpec
+from compress.models.structure import fixed_filters
+from compress.prune.channels import count_macs_params
+from compress.prune.masks import apply_masks, filter_masks
+from compress.prune.ratios import allocate
+from compress.prune.slim import slim
+from compress.train import TrainConfig, train
+from export.onnx_export import export_onnx
+from export.parity import compare, reference_logits
+from export.quantize import CalibrationReader, calibration_images, evaluate_pair, quantize_file
+
+RATIO = 0.3
+# timm's most used image classifiers (timm's own README results and the Hugging Face hub's
+# download counts, one or two per family so that each family's structure is met once):
+# residual, depthwise/inverted residual, squeeze-excitation, re-parameterised, grouped,
+# attention and hybrid designs.
+TIMM_MODELS = ("resnet50", "resnet18", "resnet34", "resnext50_32x4d", "seresnet50", "wide_resnet50_2",
+               "efficientnet_b0", "efficientnet_b3", "tf_efficientnetv2_s", "mobilenetv3_large_100",
+               "mobilenetv2_100", "mobilenetv4_conv_small", "ghostnet_100", "mnasnet_100", "regnetx_002",
+               "regnety_008", "repvgg_a2", "densenet121", "dla34", "cspdarknet53", "convnext_tiny", "convnext_nano",
+               "convnextv2_atto", "vit_small_patch16_224", "vit_tiny_patch16_224", "deit_small_patch16_224",
+               "swin_tiny_patch4_window7_224", "efficientformer_l1", "levit_128", "mobilevit_s")
+FIXED_SIZE_ARGS = {"vit_": "image_size", "maxvit": "input_size"}  # torchvision builders that take the size
+NATIVE = {"inception_v3": 299}  # the smallest size these run at, when --image-size is below it
+
+
+def family(name: str) -> str:
+    return re.sub(r"(_?\d.*|_[a-z]$)", "", name.split("_patch")[0]) or name
+
+
+def model_list(source: str, names: str | None) -> list[str]:
+    if names:
+        return [n.strip() for n in names.split(",") if n.strip()]
+    if source == "torchvision":
+        return torchvision.models.list_models(module=torchvision.models)
+    return list(TIMM_MODELS)
+
+
+def build_spec(source: str, name: str, size: int) -> ModelSpec:
+    """The spec at `size`, or at the size the model needs (said in the row)."""
+    args = {}
+    prefix = next((p for p in FIXED_SIZE_ARGS if name.startswith(p)), None)
+    if source == "torchvision" and prefix:
+        key = FIXED_SIZE_ARGS[prefix]
+        args[key] = size if key == "image_size" else [size, size]
+    size = max(size, NATIVE.get(name, 0))
+    if source == "torchvision" and name in ("resnet18", "mobilenet_v2"):
+        args["cifar_stem"] = False  # torchvision's own builder, not the registry's CIFAR variant
+    return ModelSpec(f"{source}:{name}", 10, 1.0, size, args=args)
+
+
+def memory_gb(model: torch.nn.Module) -> float:
+    """What one model costs through this path: the model, its gradients, momentum, the slim and
+    masked copies, the ONNX and INT8 files in memory: about 8 copies of the weights."""
+    return 8 * sum(p.numel() for p in model.parameters()) * 4 / 2**30
+
+
+def data_at(size: int, base: Dataset) -> Dataset:
+    """The sample's first 256 training / 128 test images at `size` px."""
+    small = Dataset(name="sample-zoo", source=base.source, classes=base.classes, train_x=base.train_x[:256],
+                    train_y=base.train_y[:256], test_x=base.test_x[:128], test_y=base.test_y[:128],
+                    fingerprint="zoo")
+    return small if size == small.image_size else resized_dataset(small, size)
+
+
+def run_one(source: str, name: str, size: int, base: Dataset, work: Path, max_gb: float, latency: bool = True) -> dict:
+    row = {"model": name, "family": family(name), "status": "ok", "reason": None, "image_size": size}
+    t0 = time.perf_counter()
+    try:
+        spec = build_spec(source, name, size)
+        row["image_size"] = spec.image_size
+        model = spec.build()
+        need = memory_gb(model)
+        if need > max_gb:
+            row.update(status="not run", reason=f"needs about {need:.0f} GB (over --max-gb {max_gb:g})")
+            return row
+        data = data_at(spec.image_size, base)
+        example = spec.example_input()
+        fixed = fixed_filters(model)
+        convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+        row["convs"], row["fixed_convs"] = convs, len(fixed)
+        dense_macs, dense_params = count_macs_params(model, spec)
+        ratios = allocate(model, "filter", RATIO)
+        masks = filter_masks(model, ratios, example)
+        apply_masks(model, masks)
+        train(model, data, TrainConfig(epochs=1, batch_size=128, lr=0.01, warmup_epochs=0, eval_every=0), masks=masks,
+              show=False)
+        model.eval()
+        dense = spec.build().eval()
+        s = slim(model, spec, data)
+        row.update(macs_ratio=dense_macs / s.stats["macs"]["slim"], params_ratio=dense_params / s.stats["params"]["slim"],
+                   slim_max_rel_diff=s.stats["check"]["max_rel_diff"])
+        onnx_path = export_onnx(s.model, spec, work / f"{name}.onnx")
+        x, ref = reference_logits(s.model, data, 32)
+        row["onnx_max_rel_diff"] = compare(onnx_path, x, ref)["max_rel_diff"]
+        cx, cy = calibration_images(data, 64)
+        contract = {"mean": data.mean, "std": data.std}
+        int8 = work / f"{name}.int8.onnx"
+        quantize_file(onnx_path, int8, CalibrationReader(cx, cy, contract))
+        row["int8_agreement"] = evaluate_pair(onnx_path, int8, data, contract)["agreement"]
+        if latency:
+            row["speedup_ort_b1"] = latency_ratio(dense, s.model, spec, work, slim_onnx=onnx_path)
+    except CompressError as e:
+        row.update(status="refused", reason=str(e))
+    except Exception as e:  # noqa: BLE001 - a bug of ours to fix: recorded with where it happened
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        row.update(status="failed", reason=f"{type(e).__name__}: {first} ({Path(where.filename).name}:{where.lineno})")
+    finally:
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+def latency_ratio(dense: torch.nn.Module, slim_model: torch.nn.Module, spec: ModelSpec, work: Path,
+                  slim_onnx: Path | None = None) -> float:
+    """Dense / slim median time on ONNX Runtime CPU at batch 1, interleaved in one run (the slim
+    model's ONNX file, checked above, is the one timed)."""
+    models = [BenchModel("dense", "dense", dense, spec), BenchModel("slim", "slim", slim_model, spec)]
+    settings = Settings(batch_sizes=(1,), runtimes=("ort-cpu",), budget_s=0.3, min_repeats=5, warmup_s=0.1, device="cpu")
+    ctx = Context(device=torch.device("cpu"), threads=torch.get_num_threads(), workdir=work, spin=False)
+    if slim_onnx is not None:
+        ctx._onnx["slim"] = slim_onnx
+    rows = measure(models, get_runtimes(["ort-cpu"]), settings, ctx, show=False)
+    slim_row = next(r for r in rows if r["model"] == "slim")
+    if slim_row["status"] != "ok":
+        raise CompressError(f"the slim model's latency was not measured ({slim_row['reason']})")
+    return slim_row["speedup_vs_dense"]
+
+
+def write(rows: list[dict], args, started: str, done: bool) -> None:
+    doc = {"format": "compress-zoo/1", "source": args.source, "image_size": args.image_size, "ratio": RATIO,
+           "machine": machine(), "versions": versions(), "started": started, "finished": done,
+           "command": f"python -m bench.zoo --source {args.source} --image-size {args.image_size}"
+                      + (f" --models {args.models}" if args.models else ""), "rows": rows}
+    stem = "zoo" if args.source == "torchvision" else f"zoo_{args.source}"
+    atomic_write(args.out / f"{stem}.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1)))
+    atomic_write(args.out / f"{stem}.md", lambda tmp: tmp.write_text(markdown(doc)))
+
+
+def markdown(doc: dict) -> str:
+    rows = doc["rows"]
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "refused", "failed", "not run")}
+    m = doc["machine"]
+    lines = [f"# Model zoo: {doc['source']}", "",
+             f"Every {doc['source']} classifier through build -> layers -> OMP filter {doc['ratio']:.0%} -> one "
+             "masked training step -> slim -> ONNX + parity -> INT8 -> ONNX Runtime CPU latency (batch 1). Random "
+             "init: this checks the mechanics, not accuracy.", "",
+             f"- generated by `{doc['command']}` ({'complete' if doc['finished'] else 'unfinished'}), "
+             f"{doc['started']}",
+             f"- machine: {m.get('cpu', '?')}, {m.get('cpu_count', '?')} CPUs; versions: "
+             + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()),
+             f"- {len(rows)} models: " + ", ".join(f"{v} {k}" for k, v in counts.items()), "",
+             "| model | family | status | px | MACs × | params × | slim = masked | ONNX parity | INT8 agreement | "
+             "speed-up (ORT CPU, b1) | reason |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        def num(key, fmt):
+            v = r.get(key)
+            return format(v, fmt) if isinstance(v, (int, float)) else "–"
+        lines.append(f"| {r['model']} | {r['family']} | {r['status']} | {r.get('image_size', '–')} | "
+                     f"{num('macs_ratio', '.2f')} | {num('params_ratio', '.2f')} | {num('slim_max_rel_diff', '.0e')} | "
+                     f"{num('onnx_max_rel_diff', '.0e')} | {num('int8_agreement', '.2%')} | {num('speedup_ort_b1', '.2f')} | "
+                     f"{(r.get('reason') or '').replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.zoo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--source", choices=("torchvision", "timm"), default="torchvision")
+    ap.add_argument("--models", default=None, help="comma-separated names (default: every model of the source)")
+    ap.add_argument("--image-size", type=int, default=64, help="input size in px (default 64; fixed-size models "
+                                                                "are built for it where their builder allows)")
+    ap.add_argument("--max-gb", type=float, default=12.0, help="skip a model needing more memory (default 12)")
+    ap.add_argument("--no-latency", action="store_true", help="skip the latency step (the tests' quick subset)")
+    ap.add_argument("--out", type=Path, default=Path("docs"),
+                    help="folder for zoo.md/zoo.json (timm: zoo_timm.md/.json; default docs)")
+    args = ap.parse_args(argv)
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    base = load_dataset("sample", quiet=True)
+    rows = []
+    names = model_list(args.source, args.models)
+    with tempfile.TemporaryDirectory(prefix="zoo-") as work:
+        for i, name in enumerate(names):
+            err.print(f"[{i + 1}/{len(names)}] {name} …", end=" ")
+            row = run_one(args.source, name, args.image_size, base, Path(work), args.max_gb, not args.no_latency)
+            err.print(f"{row['status']} ({row['seconds']} s){': ' + row['reason'][:120] if row['reason'] else ''}",
+                      soft_wrap=True)
+            rows.append(row)
+            write(rows, args, started, done=False)
+            for f in Path(work).iterdir():
+                f.unlink()
+            gc.collect()
+    write(rows, args, started, done=True)
+    out.print(f"{sum(r['status'] == 'ok' for r in rows)}/{len(rows)} ok; written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""Models nobody listed: what broke on torchvision's builders is a test each, and the zoo run
+(`bench.zoo`) takes a representative subset through the whole path at small sizes."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from compress.cli import main
+from compress.models import ModelSpec
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _one_line_error(capsys, code: int) -> str:
+    captured = capsys.readouterr()
+    assert code == 2, captured.out + captured.err
+    assert "Traceback" not in captured.err and len([ln for ln in captured.err.splitlines() if ln.startswith("error:")]) == 1
+    return captured.err
+
+
+def test_a_model_filter_pruning_cannot_touch_is_refused_before_training(tmp_path, capsys):
+    """ShuffleNet's channel shuffle is a reshape Torch-Pruning cannot trace: was a ZeroDivisionError."""
+    code = main(["filter", "--ratio", "0.4", "--omp", "--model", "torchvision:shufflenet_v2_x0_5", "--data", "sample",
+                 "--out", str(tmp_path / "run")])
+    err = _one_line_error(capsys, code)
+    assert "no layer of this model can be filter-pruned" in err and "compress layers" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_aux_logit_models_train_on_their_main_output(small):
+    """GoogLeNet returned a named tuple in train mode, which reached the loss."""
+    from compress.train import TrainConfig, train
+
+    spec = ModelSpec("torchvision:googlenet", image_size=32)
+    model = spec.build()
+    result = train(model, small, TrainConfig(epochs=1, batch_size=256, lr=0.01, warmup_epochs=0, eval_every=0),
+                   show=False)
+    assert torch.isfinite(torch.tensor(result.history[-1]["train_loss"]))
+    assert not any("aux" in n for n, _ in model.named_modules())  # built without the training-only heads
+
+
+def test_a_fixed_size_model_says_which_size_it_takes(capsys):
+    code = main(["layers", "--model", "torchvision:vit_b_16"])  # traced at the data's 32 px
+    err = _one_line_error(capsys, code)
+    assert "does not run on 32x32 px inputs" in err and "--image-size" in err and "image_size=N" in err
+    assert main(["layers", "--model", "torchvision:vit_b_16", "--model-arg", "image_size=32",
+                 "--num-classes", "10"]) == 0
+    assert "conv_proj.weight" in capsys.readouterr().out
+
+
+def test_module_versions_survive_a_checkpoint(tmp_path):
+    """MNASNet reads its version while loading; checkpoints keep plain dicts without it."""
+    from compress.checkpoint import load_checkpoint, save_checkpoint
+    from compress.prune.channels import model_from_checkpoint
+
+    spec = ModelSpec("torchvision:mnasnet0_5")
+    model = spec.build()
+    path = save_checkpoint(tmp_path / "m.pt", {"kind": "dense", "model": spec.to_dict(), "meta": {},
+                                               "state_dict": {k: v.clone() for k, v in model.state_dict().items()}})
+    back = model_from_checkpoint(load_checkpoint(path))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), back.state_dict().values()))
+
+
+def test_imagenet_stem_weights_are_recognised_at_32px(tmp_path, capsys):
+    import torchvision
+
+    weights = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), weights)  # what a user's script saves
+    code = main(["import", "--model", "torchvision:resnet18", "--checkpoint", str(weights), "--data", "sample",
+                 "--out", str(tmp_path / "dense.pt")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "ImageNet stem" in captured.err and "cifar_stem=false" in captured.err
+    saved = torch.load(tmp_path / "dense.pt", weights_only=True)
+    assert saved["model"]["args"]["cifar_stem"] is False
+
+
+def test_timm_models_are_a_source(capsys):
+    pytest.importorskip("timm")
+    assert main(["layers", "--model", "timm:resnet18", "--num-classes", "10"]) == 0
+    assert "layer1.0.conv1.weight" in capsys.readouterr().out
+    code = main(["layers", "--model", "timm:resnet19"])
+    assert "resnet18" in _one_line_error(capsys, code)
+
+
+# --------------------------------------------------------------------------- the zoo, one model per structure
+SUBSET = {  # ~50 s on 2 cores (the dynamo ONNX export dominates); DenseNet's concatenation is GoogLeNet's too
+    "resnet18": "residual adds", "regnet_x_400mf": "grouped convs",
+    "mobilenet_v3_small": "depthwise + squeeze-excitation", "googlenet": "inception branches (concatenation)",
+    "squeezenet1_1": "a conv produces the logits", "shufflenet_v2_x0_5": "channel shuffle (refused)",
+}
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    from bench import zoo
+
+    out = tmp_path_factory.mktemp("zoo")
+    torch.set_num_threads(1)
+    assert zoo.main(["--models", ",".join(SUBSET), "--image-size", "32", "--no-latency", "--out", str(out)]) == 0
+    return json.loads((out / "zoo.json").read_text()), (out / "zoo.md").read_text()
+
+
+@pytest.mark.parametrize("name", SUBSET)
+def test_zoo_row(zoo, name):
+    doc, table = zoo
+    row = next(r for r in doc["rows"] if r["model"] == name)
+    assert f"| {name} |" in table
+    if name.startswith("shufflenet"):
+        assert row["status"] == "refused" and "filter-pruned" in row["reason"]
+        return
+    assert row["status"] == "ok", (SUBSET[name], row["reason"])
+    assert row["slim_max_rel_diff"] <= 1e-4 and row["onnx_max_rel_diff"] <= 1e-3
+    assert row["macs_ratio"] > 1.1 and row["params_ratio"] > 1.1, SUBSET[name]
+    assert 0.5 <= row["int8_agreement"] <= 1
+
+
+def test_zoo_latency_is_dense_over_slim_on_ort(tmp_path):
+    from bench import zoo
+    from compress.prune.masks import apply_masks, filter_masks
+    from compress.prune.ratios import allocate
+    from compress.prune.slim import slim
+
+    spec = ModelSpec("vgg11", width=0.125)
+    model = spec.build().eval()
+    apply_masks(model, filter_masks(model, allocate(model, "filter", 0.5), spec.example_input()))
+    s = slim(model, spec)
+    assert zoo.latency_ratio(spec.build().eval(), s.model, spec, tmp_path) > 0
