@@ -4,6 +4,8 @@ Filter pruning removes output channels, and with them every channel coupled to t
 kinds of conv must keep all their filters:
 - a conv whose channels reach the logits with no conv or linear layer in between (a conv
   classifier head, or a conv added to it): removing a filter would remove a class;
+- a conv whose channels a LayerNorm or GroupNorm normalises together (ConvNeXt, Swin): a zeroed
+  channel still shifts the others' mean and variance, so masking would not be removal;
 - a conv that Torch-Pruning's dependency graph puts in no prunable group (an operation it
   cannot trace around), or a model the graph cannot be built for at all.
 
@@ -21,6 +23,8 @@ import torch_pruning as tp
 
 FIXED_ATTR = "_compress_fixed_filters"
 LOGITS = "produces the logits (or feeds them channel for channel): pruning a filter would remove a class"
+NORMALISED = ("its channels are normalised together by a LayerNorm or GroupNorm: a zeroed channel still changes "
+              "the others' statistics, so the masked model and the slim one would differ")
 
 
 def fixed_filters(model: nn.Module) -> dict[str, str]:
@@ -58,6 +62,14 @@ def find_fixed_filters(model: nn.Module, example_inputs: torch.Tensor) -> dict[s
     return fixed_in_graph(model, dg)
 
 
+def _normalises_across(module) -> bool:
+    """A norm whose statistics mix the pruned channels (LayerNorm over them; GroupNorm with more
+    than one channel per group): masking is then not removal. BatchNorm is per channel."""
+    if isinstance(module, nn.LayerNorm):
+        return True
+    return isinstance(module, nn.GroupNorm) and module.num_groups < module.num_channels
+
+
 def fixed_in_graph(model: nn.Module, dg) -> dict[str, str]:
     """`find_fixed_filters` on a dependency graph already built for `model` (one trace per caller)."""
     convs = {m: f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
@@ -71,6 +83,9 @@ def fixed_in_graph(model: nn.Module, dg) -> dict[str, str]:
         if any(reaches.get(m, False) for m in members):
             for m in group_convs:
                 fixed[convs[m]] = LOGITS
+        elif any(_normalises_across(it.dep.target.module) for it in group.items):
+            for m in group_convs:
+                fixed[convs[m]] = NORMALISED
     for m, name in convs.items():
         if m not in grouped and name not in fixed:
             fixed[name] = ("Torch-Pruning's dependency graph has no prunable group for it (not reached by the traced "

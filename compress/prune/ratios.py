@@ -200,23 +200,26 @@ def _global_ratios(params, kind, target, scores) -> dict[str, float]:
 
 
 def _top_up(params, kind, ratios, target) -> dict[str, float]:
-    """Nudge ratios up, largest layers first, until the rounded counts reach the target."""
+    """Nudge ratios up, one unit per layer per pass, largest layers first, until the rounded
+    counts reach the target. One unit at a time: layers that share their channels (a residual
+    group) then never differ by more than one channel, which filter masks accept as agreeing."""
     total = sum(units(w, kind) for w in params.values())
     need = math.ceil(target * total - 1e-9)
     ratios = dict(ratios)
     order = sorted(params, key=lambda n: -units(params[n], kind))
-    while sum(pruned_count(ratios.get(n, 0.0), units(params[n], kind)) for n in params) < need:
-        short = need - sum(pruned_count(ratios.get(n, 0.0), units(params[n], kind)) for n in params)
+    short = need - sum(pruned_count(ratios.get(n, 0.0), units(params[n], kind)) for n in params)
+    while short > 0:
+        moved = False
         for n in order:
             u = units(params[n], kind)
             have = pruned_count(ratios.get(n, 0.0), u)
             if have < u - max(1, u // 50):
-                add = min(short, u - max(1, u // 50) - have)
-                ratios[n] = (have + add) / u
-                short -= add
+                ratios[n] = (have + 1) / u
+                short -= 1
+                moved = True
             if short <= 0:
                 break
-        else:
+        if not moved:
             raise CompressError(f"target {target} cannot be reached while every layer keeps a few units",
                                 "choose a lower --ratio")
     return ratios
