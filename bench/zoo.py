@@ -63,7 +63,9 @@ TIMM_MODELS = ("resnet50", "resnet18", "resnet34", "resnext50_32x4d", "seresnet5
                "convnextv2_atto", "vit_small_patch16_224", "vit_tiny_patch16_224", "deit_small_patch16_224",
                "swin_tiny_patch4_window7_224", "efficientformer_l1", "levit_128", "mobilevit_s")
 FIXED_SIZE_ARGS = {"vit_": "image_size", "maxvit": "input_size"}  # torchvision builders that take the size
-NATIVE = {"inception_v3": 299}  # the smallest size these run at, when --image-size is below it
+# the smallest size these run at, when --image-size is below it (MaxViT: 7x7 partitions at every
+# one of its 5 stride-2 stages, so 7 * 32 = 224)
+NATIVE = {"inception_v3": 299, "maxvit_t": 224}
 
 
 def family(name: str) -> str:
@@ -82,10 +84,10 @@ def build_spec(source: str, name: str, size: int) -> ModelSpec:
     """The spec at `size`, or at the size the model needs (said in the row)."""
     args = {}
     prefix = next((p for p in FIXED_SIZE_ARGS if name.startswith(p)), None)
+    size = max(size, NATIVE.get(name, 0))
     if source == "torchvision" and prefix:
         key = FIXED_SIZE_ARGS[prefix]
         args[key] = size if key == "image_size" else [size, size]
-    size = max(size, NATIVE.get(name, 0))
     if source == "torchvision" and name in ("resnet18", "mobilenet_v2"):
         args["cifar_stem"] = False  # torchvision's own builder, not the registry's CIFAR variant
     return ModelSpec(f"{source}:{name}", 10, 1.0, size, args=args)
@@ -169,12 +171,29 @@ def latency_ratio(dense: torch.nn.Module, slim_model: torch.nn.Module, spec: Mod
     return slim_row["speedup_vs_dense"]
 
 
+def out_stem(source: str) -> str:
+    return "zoo" if source == "torchvision" else f"zoo_{source}"
+
+
+def earlier_rows(args) -> list[dict]:
+    """The rows an interrupted run of the same source and image size wrote (none otherwise),
+    less those that failed (a bug of ours, perhaps fixed since)."""
+    path = args.out / f"{out_stem(args.source)}.json"
+    if not path.is_file():
+        return []
+    doc = json.loads(path.read_text())
+    if doc.get("source") != args.source or doc.get("image_size") != args.image_size:
+        raise CompressError(f"{path} holds a run of {doc.get('source')} at {doc.get('image_size')} px",
+                            "resume with the same --source and --image-size, or choose another --out")
+    return [r for r in doc.get("rows", []) if r.get("status") != "failed"]  # a failure is ours: run it again
+
+
 def write(rows: list[dict], args, started: str, done: bool) -> None:
     doc = {"format": "compress-zoo/1", "source": args.source, "image_size": args.image_size, "ratio": RATIO,
            "machine": machine(), "versions": versions(), "started": started, "finished": done,
-           "command": f"python -m bench.zoo --source {args.source} --image-size {args.image_size}"
+           "command": f"python -m bench.zoo --source {args.source} --image-size {args.image_size} --max-gb {args.max_gb:g}"
                       + (f" --models {args.models}" if args.models else ""), "rows": rows}
-    stem = "zoo" if args.source == "torchvision" else f"zoo_{args.source}"
+    stem = out_stem(args.source)
     atomic_write(args.out / f"{stem}.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1)))
     atomic_write(args.out / f"{stem}.md", lambda tmp: tmp.write_text(markdown(doc)))
 
@@ -214,13 +233,20 @@ def main(argv: list[str] | None = None) -> int:
                                                                 "are built for it where their builder allows)")
     ap.add_argument("--max-gb", type=float, default=12.0, help="skip a model needing more memory (default 12)")
     ap.add_argument("--no-latency", action="store_true", help="skip the latency step (the tests' quick subset)")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows of an earlier run in --out (same source and image size) and run the rest")
     ap.add_argument("--out", type=Path, default=Path("docs"),
                     help="folder for zoo.md/zoo.json (timm: zoo_timm.md/.json; default docs)")
     args = ap.parse_args(argv)
     started = datetime.datetime.now().isoformat(timespec="seconds")
     base = load_dataset("sample", quiet=True)
-    rows = []
-    names = model_list(args.source, args.models)
+    try:
+        rows = earlier_rows(args) if args.resume else []
+    except CompressError as e:
+        err.print(f"[bold red]error:[/bold red] {e}", soft_wrap=True)
+        return 2
+    done = {r["model"] for r in rows}
+    names = [n for n in model_list(args.source, args.models) if n not in done]
     with tempfile.TemporaryDirectory(prefix="zoo-") as work:
         for i, name in enumerate(names):
             err.print(f"[{i + 1}/{len(names)}] {name} …", end=" ")

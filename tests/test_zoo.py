@@ -148,3 +148,15 @@ def test_topping_up_ratios_keeps_a_residual_group_within_one_channel():
     ratios = _top_up(params, "filter", {n: 0.29 for n in params}, 0.3)
     counts = [pruned_count(r, 1536) for r in ratios.values()]
     assert max(counts) - min(counts) <= 1 and sum(counts) >= 0.3 * 4 * 1536
+
+
+def test_an_interrupted_zoo_run_resumes(tmp_path):
+    from bench import zoo
+
+    base = ["--image-size", "32", "--no-latency", "--out", str(tmp_path)]
+    assert zoo.main(["--models", "shufflenet_v2_x0_5", *base]) == 0
+    first = json.loads((tmp_path / "zoo.json").read_text())["rows"]
+    assert zoo.main(["--models", "shufflenet_v2_x0_5,squeezenet1_0", "--resume", *base]) == 0
+    rows = json.loads((tmp_path / "zoo.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["shufflenet_v2_x0_5", "squeezenet1_0"] and rows[0] == first[0]
+    assert zoo.main(["--resume", "--image-size", "64", "--out", str(tmp_path)]) == 2  # another run's rows: refused

@@ -202,6 +202,10 @@ def _torchvision(name: str, args: dict, num_classes: int, image_size: int, in_ch
     except TypeError as e:
         raise CompressError(f"torchvision:{name} does not take these arguments ({e})",
                             "check --model-arg against torchvision's documentation") from None
+    except (ValueError, AssertionError, RuntimeError) as e:  # the builder's own checks (sizes, shapes)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CompressError(f"torchvision:{name} cannot be built so ({first})",
+                            "pass --image-size N with a size it takes (e.g. 224), or other --model-arg values") from None
 
 
 def _timm_module():
