@@ -14,7 +14,7 @@ os.environ.setdefault("COMPRESS_OFFLINE", "1")  # never try a download from the 
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 THREADS = max(1, min(2, os.cpu_count() or 1) // WORKERS)
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
-os.environ["COLUMNS"] = "200"  # rich's tables do not wrap the long names and paths tests look for
+os.environ["COLUMNS"] = "1000"  # rich wraps no table, notice or path that a test looks for
 torch.set_num_threads(THREADS)
 
 from compress.data import SAMPLE_ROOT, Dataset, load_dataset  # noqa: E402
