@@ -98,8 +98,6 @@ def test_a_crafted_cifar_file_runs_no_code(name, sample_copy, tmp_path, capsys):
     (batches / "MD5SUMS").unlink(missing_ok=True)
     payload = {"data": _Shell(marker), "labels": [0]} if name != "batches.meta" else {"label_names": _Shell(marker)}
     (batches / name).write_bytes(pickle.dumps(payload, protocol=2))
-    code = main(["sparsity", "--help"])  # warm the parser; then read the data through a real command
-    capsys.readouterr()
     code = main(["train", "--model", "vgg11", "--width", "0.125", "--epochs", "1", "--data", str(sample_copy),
                  "--out", str(tmp_path / "d.pt")])
     err = _one_line_error(capsys, code)
@@ -129,11 +127,15 @@ def test_an_image_folder_with_a_link_loop_and_a_link_outside(sample, tmp_path, c
 
 
 # --------------------------------------------------------------------------- bad weights, before any folder
+def _with_state(ckpt: dict, state: dict, path):
+    """The checkpoint `ckpt` of ours, saved at `path` with other weights."""
+    return save_checkpoint(path, {**{k: v for k, v in ckpt.items() if k != "format"}, "state_dict": state})
+
+
 def test_weights_of_another_architecture_leave_no_run_folder(tiny_dense, tmp_path, capsys):
     ckpt, _ = tiny_dense
     other = ModelSpec("vgg13", width=0.125).build().state_dict()
-    path = save_checkpoint(tmp_path / "mixed.pt", {**{k: v for k, v in ckpt.items() if k != "format"},
-                                                   "state_dict": other})
+    path = _with_state(ckpt, other, tmp_path / "mixed.pt")
     code = main(["filter", "--checkpoint", str(path), "--ratio", "0.3", "--omp", "--epochs", "1",
                  "--out", str(tmp_path / "run")])
     err = _one_line_error(capsys, code)
@@ -145,8 +147,7 @@ def test_weights_holding_nan_are_refused_on_load(tiny_dense, tmp_path, capsys):
     state = {k: v.clone() for k, v in ckpt["state_dict"].items()}
     first = next(k for k, v in state.items() if v.is_floating_point())
     state[first].view(-1)[0] = float("nan")
-    path = save_checkpoint(tmp_path / "nan.pt", {**{k: v for k, v in ckpt.items() if k != "format"},
-                                                 "state_dict": state})
+    path = _with_state(ckpt, state, tmp_path / "nan.pt")
     code = main(["unstructured", "--checkpoint", str(path), "--ratio", "0.5", "--omp", "--epochs", "1",
                  "--out", str(tmp_path / "run")])
     err = _one_line_error(capsys, code)
