@@ -6,6 +6,8 @@ conv/linear weights (not BatchNorm or biases). On CUDA: bf16 autocast and channe
 Masking is a hook: with `masks`, pruned weights are zeroed once before training and pruned
 gradients before each step. With the loop's fresh SGD that keeps them exactly zero (momentum
 and weight decay only ever add zeros: see `MaskEnforcer`); `check()` asserts it every epoch.
+Distillation is a second hook: with a `Teacher`, the loss mixes cross-entropy with the KL
+divergence to the teacher's softened logits on the same augmented batch (Hinton et al. 2015).
 """
 from __future__ import annotations
 
@@ -64,6 +66,59 @@ class TrainResult:
     val_loss: float = float("nan")
     seconds: float = 0.0
     images_per_s: float = 0.0
+
+
+@dataclass
+class Distill:
+    """Knowledge distillation's settings: loss = (1 - alpha)·CE + alpha·T²·KL(teacher_T ‖ student_T),
+    the logits of both divided by the temperature T (T² keeps the gradient's scale as T grows).
+    The defaults were chosen on validation: see presets.DISTILL."""
+
+    alpha: float = 0.5  # weight of the teacher's term, in [0, 1]
+    temperature: float = 4.0  # softening of both distributions, > 0
+    teacher: str | None = None  # a checkpoint path; None: the dense model being pruned
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> None:
+        if not 0 <= self.alpha <= 1:
+            raise CompressError(f"--distill-alpha must be in [0, 1] (got {self.alpha})", "e.g. --distill-alpha 0.5")
+        if not self.temperature > 0:
+            raise CompressError(f"--distill-temperature must be positive (got {self.temperature})",
+                                "e.g. --distill-temperature 4")
+
+
+@dataclass
+class Teacher:
+    """A model in eval mode whose logits the student learns from; never trained (no gradient)."""
+
+    model: nn.Module
+    alpha: float
+    temperature: float
+
+    def __post_init__(self):
+        self.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def logits(self, xb: torch.Tensor) -> torch.Tensor:
+        return main_output(self.model(xb))
+
+    def weights_mib(self) -> float:
+        tensors = list(self.model.parameters()) + list(self.model.buffers())
+        return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor, alpha: float,
+                      temperature: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """(1 - alpha)·CE(logits, targets) + alpha·T²·KL(softmax(teacher/T) ‖ softmax(logits/T)), batch mean."""
+    ce = F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+    t = temperature
+    kl = F.kl_div(F.log_softmax(logits.float() / t, 1), F.log_softmax(teacher_logits.float() / t, 1),
+                  reduction="batchmean", log_target=True)
+    return (1 - alpha) * ce + alpha * t * t * kl
 
 
 class TrainingDiverged(CompressError):
@@ -156,7 +211,8 @@ def correct_per_image(model: nn.Module, data: Dataset, device: torch.device | st
 def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.device | str = "cpu",
           masks: dict[str, torch.Tensor] | None = None, label: str = "train",
           on_epoch: Callable[[int, dict, dict], None] | None = None, show: bool = True,
-          sync_bn: bool = False, data_parallel: bool = True, resume: dict | None = None) -> TrainResult:
+          sync_bn: bool = False, data_parallel: bool = True, resume: dict | None = None,
+          teacher: Teacher | None = None) -> TrainResult:
     """Train `model` in place on `data` (already on `device`); returns per-epoch history.
 
     `on_epoch(epoch, record, state)` runs after each epoch (the baseline saves its checkpoint
@@ -165,7 +221,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
     is wrapped in DistributedDataParallel and each rank trains on its slice of every global batch
     of `cfg.batch_size` (see `distributed`); `sync_bn` normalises over the global batch. Every
     rank evaluates the whole split; only rank 0 shows progress. `data_parallel=False` trains this
-    rank's model alone (a sweep point that is only this rank's).
+    rank's model alone (a sweep point that is only this rank's). With `teacher` the loss is
+    `distillation_loss`; the teacher's forward time and weights are recorded per epoch (its cost).
     """
     device = torch.device(device)
     world = current() if data_parallel else World()
@@ -176,6 +233,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
     model.to(device).train()
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
+    if teacher is not None:
+        teacher.model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
     enforcer = MaskEnforcer(model, masks) if masks else None
     if enforcer:
         enforcer.apply()
@@ -223,8 +282,11 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
 
             # ---- one epoch of steps
             t0 = time.perf_counter()
-            loss_sum, correct, seen = train_one_epoch(net, loader, optimizer, scheduler, enforcer, cfg, device,
-                                                      on_step=shown if show else None)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            loss_sum, correct, seen, teacher_s = train_one_epoch(net, loader, optimizer, scheduler, enforcer, cfg,
+                                                                 device, on_step=shown if show else None,
+                                                                 teacher=teacher)
             seconds = time.perf_counter() - t0
             train_seconds += seconds
             if world.distributed:  # the epoch's loss and accuracy over every rank's images
@@ -238,6 +300,10 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
                       "train_acc": round(100 * correct.item() / seen, 2),
                       "lr": optimizer.param_groups[0]["lr"], "seconds": round(seconds, 2),
                       "images_per_s": round(seen / seconds, 1)}
+            if device.type == "cuda":
+                record["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+            if teacher is not None:  # what distillation costs: the teacher's forward passes and its weights
+                record.update(teacher_seconds=round(teacher_s, 2), teacher_mib=round(teacher.weights_mib(), 1))
             _evaluate_epoch(model, data, device, cfg, epoch, result, record)
             if enforcer:
                 enforcer.check()
@@ -259,17 +325,27 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
 
 
 def train_one_epoch(net: nn.Module, loader: Loader, optimizer, scheduler, enforcer: MaskEnforcer | None,
-                    cfg: TrainConfig, device: torch.device, on_step=None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """One pass over `loader`: (summed loss, correct predictions, images). Loss and accuracy
-    accumulate on the device, so nothing waits for the GPU except `on_step` (every 10 steps)."""
+                    cfg: TrainConfig, device: torch.device, on_step=None,
+                    teacher: Teacher | None = None) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+    """One pass over `loader`: (summed loss, correct predictions, images, seconds in the teacher).
+    Loss and accuracy accumulate on the device, so nothing waits for the GPU except `on_step`
+    (every 10 steps); the teacher is timed with CUDA events there, with the clock on CPU."""
     t0 = time.perf_counter()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
     seen = 0
+    clock = _Stopwatch(device)
     for i, (xb, yb) in enumerate(loader):
         with autocast(device):
+            if teacher is not None:
+                with clock:
+                    teacher_logits = teacher.logits(xb)
             logits = main_output(net(xb))
-            loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+            if teacher is not None:
+                loss = distillation_loss(logits, teacher_logits, yb, teacher.alpha, teacher.temperature,
+                                         cfg.label_smoothing)
+            else:
+                loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if enforcer:  # enough on its own: see MaskEnforcer on a fresh SGD
@@ -283,7 +359,33 @@ def train_one_epoch(net: nn.Module, loader: Loader, optimizer, scheduler, enforc
             on_step(i, loss_sum, correct, seen, t0)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return loss_sum, correct, seen
+    return loss_sum, correct, seen, clock.seconds()
+
+
+class _Stopwatch:
+    """Summed wall time of the blocks it wraps: CUDA events on a GPU (no synchronisation per
+    step), the clock on a CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.spans: list = []
+        self.total = 0.0
+
+    def __enter__(self):
+        if self.cuda:
+            self.spans.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
+            self.spans[-1][0].record()
+        else:
+            self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            self.spans[-1][1].record()
+        else:
+            self.total += time.perf_counter() - self.t0
+
+    def seconds(self) -> float:
+        return self.total + sum(a.elapsed_time(b) for a, b in self.spans) / 1000
 
 
 def _evaluate_epoch(model, data: Dataset, device, cfg: TrainConfig, epoch: int, result: TrainResult,

@@ -15,6 +15,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -32,10 +33,13 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from compress.data import Dataset, Loader
 from compress.errors import CompressError, did_you_mean
 from compress.io import atomic_write, check_writable
+from export.int8_search import SPEED_BATCH, Attempt, speedup
+from export.int8_search import search as search_int8
 from export.onnx_export import INPUT_NAME
 from export.runtime import ort_session
 
 METHODS = ("minmax", "entropy", "percentile")
+QAT_FALLBACK_EPOCHS = 2  # the search's last resort: epochs of quantization-aware training
 INT8_SUFFIX = ".int8.onnx"
 
 
@@ -99,11 +103,16 @@ def calibration_images(data: Dataset, n: int, seed: int = 0) -> tuple[torch.Tens
 
 def quantize(fp32: Path, out: Path | None, data: Dataset, *, calibration: int = 512, method: str = "minmax",
              per_channel: bool = True, exclude: tuple[str, ...] = (), max_drop: float = 1.0,
-             accept_drop: bool = False, force: bool = False) -> dict:
+             accept_drop: bool = False, force: bool = False, search: bool = True,
+             qat: Callable[[Path, int], Path] | None = None, qat_epochs: int = 0) -> dict:
     """Quantize `fp32` to `out` (default MODEL.int8.onnx) and measure it on the whole test split.
 
-    Returns the report (accuracies, agreement, sizes, the worst layers when the drop is large).
-    Raises when the drop exceeds `max_drop` points unless `accept_drop`: then no INT8 file is written.
+    When the drop on validation exceeds `max_drop` points and `search` is on, the accuracy-aware
+    search (`export.int8_search`) tries other calibrations, fp32 layers and, given `qat` (a
+    callable(folder, epochs) that writes the fp32 ONNX file of a QAT-tuned model there), QAT;
+    the fastest attempt within the gate is written. `qat_epochs` > 0 runs QAT straight away (the
+    `--qat` option). Returns the report (accuracies, agreement, sizes, every attempt). Raises when
+    nothing is within `max_drop` unless `accept_drop`: then no INT8 file is written.
     """
     if method not in METHODS:
         raise CompressError(f"unknown calibration method {method!r}", f"choose one of: {', '.join(METHODS)}")
@@ -118,43 +127,80 @@ def quantize(fp32: Path, out: Path | None, data: Dataset, *, calibration: int = 
         raise CompressError(f"the model takes {size} px images but the data has {data.train_x.shape[-1]} px",
                             "pass the --data the model was trained on")
     exclude = resolve_exclude(proto, exclude, fp32.name)
+    if qat_epochs and qat is None:
+        raise CompressError("--qat fine-tunes the PyTorch model, which an ONNX file does not hold",
+                            "pass the checkpoint (MODEL.pt) instead of its ONNX file")
     cx, cy = calibration_images(data, calibration)
+    gate_split = "val" if data.has_val else "test"  # the gate is a choice: it reads validation when there is one
     out.parent.mkdir(parents=True, exist_ok=True)  # every input checked: now the folder may appear
     work = Path(tempfile.mkdtemp(prefix=".quantize-", dir=out.parent))
     try:
-        pre, staged = work / "pre.onnx", work / "int8.onnx"
-        zeros = quantize_file(fp32, staged, CalibrationReader(cx, cy, contract), proto=proto, method=method,
-                              per_channel=per_channel, exclude=exclude, pre=pre)
-        report = {"fp32": str(fp32), "int8": str(out), "method": method, "per_channel": per_channel,
+        pre = work / "pre.onnx"
+        zeros: dict[Path, float] = {}
+
+        def try_file(name: str, how: str, excluded: tuple[str, ...], source: Path = fp32, epochs: int = 0) -> Attempt:
+            staged = work / f"attempt_{len(zeros)}.onnx"
+            zeros[staged] = quantize_file(source, staged, CalibrationReader(cx, cy, contract), proto=proto,
+                                          method=how, per_channel=per_channel, exclude=excluded,
+                                          pre=pre if source == fp32 else None)
+            scores = evaluate_pair(fp32, staged, data, contract, split=gate_split)
+            return Attempt(name, staged, how, excluded, round(scores["fp32_acc"] - scores["int8_acc"], 2),
+                           scores["fp32_acc"], scores["int8_acc"], qat_epochs=epochs)
+
+        def run_qat(epochs: int, how: str) -> Attempt | None:
+            return try_file(f"QAT {epochs} epochs", how, (), qat(work / "qat", epochs), epochs)
+
+        x = CalibrationReader(cx[:SPEED_BATCH], cy[:SPEED_BATCH], contract, batch=SPEED_BATCH).batches[0]
+        timed = lambda a: setattr(a, "speedup", speedup(fp32, a.file, x))  # noqa: E731
+        if qat_epochs:
+            first = run_qat(qat_epochs, method)
+            chosen, attempts = first, [first]
+            timed(first)
+            if first.drop > max_drop:
+                chosen = None
+        else:
+            first = try_file(f"calibration {method}", method, exclude)
+            chosen, attempts = search_int8(
+                first, try_file, lambda a: _worst_nodes(pre, a, CalibrationReader(cx[:64], cy[:64], contract)),
+                max_drop, methods=METHODS if search else (), max_fp32_layers=5 if search else 0,
+                qat=(lambda best: run_qat(QAT_FALLBACK_EPOCHS, best.method)) if search and qat is not None else None,
+                timed=timed)
+        shipped = chosen or min(attempts, key=lambda a: a.drop)
+        report = {"fp32": str(fp32), "int8": str(out), "method": shipped.method, "per_channel": per_channel,
                   "format": "QDQ, S8S8", "calibration_images": int(cx.shape[0]), "calibration_split": "train",
-                  "excluded": list(exclude), "fp32_bytes": fp32.stat().st_size, "int8_bytes": staged.stat().st_size,
-                  "int8_weight_zero_fraction": zeros, **evaluate_pair(fp32, staged, data, contract)}
+                  "excluded": list(shipped.excluded), "qat_epochs": shipped.qat_epochs,
+                  "fp32_bytes": fp32.stat().st_size, "int8_bytes": shipped.file.stat().st_size,
+                  "int8_weight_zero_fraction": zeros[shipped.file], "speedup": shipped.speedup,
+                  "speedup_note": f"ORT CPU, batch {SPEED_BATCH}, fp32 time / INT8 time",
+                  **evaluate_pair(fp32, shipped.file, data, contract)}
         report["drop"] = round(report["fp32_acc"] - report["int8_acc"], 2)
         report["max_drop"] = max_drop
-        # the gate is a choice: it reads validation when there is one; the test drop is reported
-        gate = report["drop"]
         if data.has_val:
-            val = evaluate_pair(fp32, staged, data, contract, split="val")
-            report.update(val_images=val["images"], val_fp32_acc=val["fp32_acc"], val_int8_acc=val["int8_acc"],
-                          val_drop=round(val["fp32_acc"] - val["int8_acc"], 2))
-            gate = report["val_drop"]
-        report["gate"] = {"split": "val" if data.has_val else "test", "drop": gate}
-        if gate > max_drop:
-            report["worst_layers"] = worst_layers(pre, staged, CalibrationReader(cx[:64], cy[:64], contract))
+            report.update(val_images=int(data.val_x.shape[0]), val_fp32_acc=shipped.fp32_acc,
+                          val_int8_acc=shipped.int8_acc, val_drop=shipped.drop)
+        report["gate"] = {"split": gate_split, "drop": shipped.drop}
+        report["attempts"] = [a.record(max_drop) for a in attempts]
+        report["shipped"] = shipped.name if chosen is not None else None
+        if chosen is None:
+            report["worst_layers"] = worst_layers(pre, attempts[0].file, CalibrationReader(cx[:64], cy[:64], contract))
             if not accept_drop:
                 layers = ", ".join(f"{w['node']} ({w['sqnr_db']:.1f} dB)" for w in report["worst_layers"][:3])
                 where = "validation" if data.has_val else "test"
-                acc32, acc8 = ((report["val_fp32_acc"], report["val_int8_acc"]) if data.has_val
-                               else (report["fp32_acc"], report["int8_acc"]))
+                tried = "; ".join(f"{a.name}: -{a.drop:.2f}" for a in attempts)
                 raise AccuracyDrop(
-                    f"INT8 loses {gate:.2f} points of {where} top-1 ({acc32:.2f}% -> {acc8:.2f}%), over --max-drop "
-                    f"{max_drop}; the layers that lose most: {layers}; "
-                    "no INT8 file was written", "keep them in fp32 with --exclude NODE, try --method entropy or "
-                    "percentile, or pass --accept-drop")
-        atomic_write(out, lambda tmp: shutil.copyfile(staged, tmp))
+                    f"INT8 loses {shipped.drop:.2f} points of {where} top-1 at best ({shipped.fp32_acc:.2f}% -> "
+                    f"{shipped.int8_acc:.2f}%), over --max-drop {max_drop}; tried {tried}; the layers that lose "
+                    f"most: {layers}; no INT8 file was written",
+                    "pass --qat EPOCHS with the .pt checkpoint, keep more layers in fp32 with --exclude NODE, "
+                    "or pass --accept-drop")
+        atomic_write(out, lambda tmp: shutil.copyfile(shipped.file, tmp))
         return report
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _worst_nodes(pre: Path, attempt: Attempt, reader) -> list[str]:
+    return [w["node"] for w in worst_layers(pre, attempt.file, reader, top=8)]
 
 
 def quantize_file(fp32: Path, out: Path, reader, *, proto=None, method: str = "minmax", per_channel: bool = True,

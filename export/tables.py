@@ -42,5 +42,20 @@ def quantize_table(r: dict) -> Table:
               f"{-r['drop'] + 0.0:+.2f} points, {r['int8_bytes'] / r['fp32_bytes']:.3f}x size")
     t.caption = (f"whole test split ({r['test_images']} images, ONNX Runtime CPU): predictions agree on "
                  f"{100 * r['agreement']:.2f}%, largest logit difference {r['max_logit_diff']:.4f}"
-                 + (f"; fp32 kept: {', '.join(r['excluded'])}" if r["excluded"] else ""))
+                 + (f"; fp32 kept: {', '.join(r['excluded'])}" if r["excluded"] else "")
+                 + (f"; after {r['qat_epochs']} epochs of QAT" if r.get("qat_epochs") else "")
+                 + (f"; {r['speedup']:.2f}x fp32's speed ({r['speedup_note']})" if r.get("speedup") else ""))
+    return t
+
+
+def attempts_table(r: dict) -> Table:
+    """The accuracy-aware search: every INT8 file tried, its drop on the gate's split and speed-up."""
+    split = "validation" if r["gate"]["split"] == "val" else "test"
+    t = Table(title=f"INT8 attempts (gate: {r['max_drop']} points of {split} top-1), cheapest first")
+    for col in ("attempt", f"{split} drop", "speed-up vs fp32", "within gate", "shipped"):
+        t.add_column(col, justify="left" if col == "attempt" else "right", overflow="fold")
+    for a in r["attempts"]:
+        t.add_row(a["attempt"], f"{a['drop']:+.2f}", f"{a['speedup']:.2f}x" if a["speedup"] else "-",
+                  "yes" if a["within_gate"] else "no", "◀" if a["attempt"] == r["shipped"] else "")
+    t.caption = f"speed-up: {r['speedup_note']}; the fastest attempt within the gate is shipped"
     return t

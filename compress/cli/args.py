@@ -165,9 +165,8 @@ def recorded_data(checkpoint: Path | None) -> tuple[str | None, int | None]:
 def load_data(args, device):
     """--data with --image-size, normalised by --mean/--std when given, on the device. With
     `--data auto` and a checkpoint of ours, the dataset that checkpoint was trained on."""
-    from compress.data import load_dataset
-
     from compress.console import notice
+    from compress.data import load_dataset
 
     data = None
     if args.data == "auto" and getattr(args, "checkpoint", None) is not None:
@@ -241,6 +240,48 @@ def checkpoint_data(args, ckpt: dict):
 
 
 STAGE_NAMES = ("slim", "export", "quantize", "bench", "report")
+
+
+def add_distill_args(p: argparse.ArgumentParser) -> None:
+    """Knowledge distillation during retraining (compress.train.Distill)."""
+    from compress.train import Distill
+
+    d = Distill()
+    g = p.add_argument_group("distillation (retraining learns from a teacher's logits as well as the labels)")
+    g.add_argument("--distill", action=argparse.BooleanOptionalAction, default=None,
+                   help="loss = (1 - alpha)·cross-entropy + alpha·T²·KL(teacher ‖ student) at temperature T, the "
+                        "teacher (default: the dense model being pruned) in eval mode on the same augmented "
+                        "batches; its time per epoch is printed and recorded (default: off, see the README's "
+                        "'Winning accuracy back')")
+    g.add_argument("--teacher", type=Path, default=None, metavar="CHECKPOINT",
+                   help="distil from this checkpoint of ours (dense, pruned or slim, e.g. a wider or longer-trained "
+                        "network) instead of the dense model; implies --distill")
+    g.add_argument("--distill-alpha", type=float, default=None, metavar="A",
+                   help=f"weight of the teacher's term, in [0, 1] (default {d.alpha:g}); implies --distill")
+    g.add_argument("--distill-temperature", type=float, default=None, metavar="T",
+                   help=f"softening temperature of both logits, > 0 (default {d.temperature:g}); implies --distill")
+
+
+def distill_config(args):
+    """The Distill settings the options ask for, or None (cross-entropy only)."""
+    from compress.train import Distill
+
+    implied = args.teacher is not None or args.distill_alpha is not None or args.distill_temperature is not None
+    if args.distill is False:
+        if implied:
+            raise CompressError("--no-distill contradicts --teacher/--distill-alpha/--distill-temperature",
+                                "drop one of them")
+        return None
+    if not (args.distill or implied):
+        return None
+    d = Distill()
+    cfg = Distill(alpha=d.alpha if args.distill_alpha is None else args.distill_alpha,
+                  temperature=d.temperature if args.distill_temperature is None else args.distill_temperature,
+                  teacher=str(args.teacher) if args.teacher is not None else None)
+    cfg.validate()
+    if args.teacher is not None and not args.teacher.is_file():
+        raise CompressError(f"the teacher {args.teacher} does not exist", "pass a checkpoint written by this toolchain")
+    return cfg
 
 
 def add_quantize_args(p) -> None:

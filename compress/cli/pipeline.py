@@ -21,9 +21,9 @@ from compress.models.sources import allow_code, canonical, code_trusted
 from compress.presets import dense_config, retrain_config, shipped_config
 from compress.prune.channels import model_from_checkpoint
 from compress.prune.ratios import allocate, planned_sparsity, read_ratio_file, round_to_multiple
-from compress.prune.schedule import PruneJob, Run, prune
+from compress.prune.schedule import PruneJob, Run, prune, teacher_checkpoint
 from compress.report.runs import failed_stages
-from compress.train import TrainConfig, evaluate
+from compress.train import Distill, TrainConfig, evaluate
 
 # quantize runs by default: INT8 is where CPU inference speed is (measured in the README), and it
 # costs seconds (calibration on 512 training images, two passes over the test split per model)
@@ -62,6 +62,7 @@ class PruneOptions:
     val_split: float | None = None  # --val-split for a model trained here (None: auto); a checkpoint keeps its own
     val_data: str | None = None  # --val-data: a separate dataset as the validation split (imported weights)
     plan: object | None = None  # a planner.PlanRequest: ratios chosen for a measured speed-up (filter only)
+    distill: Distill | None = None  # retraining distils from a teacher (None: cross-entropy only)
     show: bool = True
     command: list[str] = field(default_factory=list)
 
@@ -261,7 +262,9 @@ def recipe_line(job: PruneJob, opts: PruneOptions, data: Dataset) -> str:
              "when trained before)")
     return (f"[bold]recipe[/bold]: {job.method.upper()} {job.kind} to {job.target:.2f}, {rounds}, {job.criterion}; "
             f"retraining {r.epochs} epochs, batch {r.batch_size}, peak lr {r.lr:g} per 128 images, warm-up "
-            f"{r.warmup_epochs:g} epochs, {r.schedule}, seed {r.seed}; {dense}; choices on "
+            f"{r.warmup_epochs:g} epochs, {r.schedule}, seed {r.seed}"
+            + (f", distilled (alpha {job.distill.alpha:g}, T {job.distill.temperature:g})" if job.distill else "")
+            + f"; {dense}; choices on "
             + (f"{data.val_x.shape[0]} validation images" if data.has_val else "the test split (no validation split)"))
 
 
@@ -284,8 +287,10 @@ def run_prune(opts: PruneOptions, data: Dataset, device: torch.device) -> dict:
         out.print(ratio_table(probe, opts.kind, ratios, source))
     job = PruneJob(kind=opts.kind, method=opts.method, target=target, ratios=ratios, rounds=opts.rounds,
                    schedule=opts.schedule, rewind=opts.rewind, criterion=opts.criterion, retrain=opts.retrain,
-                   nm=opts.nm)
+                   nm=opts.nm, distill=opts.distill)
     job.validate()
+    if job.distill is not None:
+        teacher_checkpoint(job.distill, None, data)  # a teacher that cannot teach this data costs no folder
     out.print(recipe_line(job, opts, data), soft_wrap=True)
     run_dir = open_run_dir(opts.out or default_run_dir(opts, target, spec), opts.resume, opts.force)
 
@@ -335,8 +340,11 @@ def run_all(base: PruneOptions, ratios: dict[str, float], data: Dataset, device:
     t0 = time.perf_counter()
     for method, kind in SUITE:  # every run's recipe checked before any training, not after the first run
         PruneJob(kind=kind, method=method, target=ratios[kind], ratios={}, rounds=rounds if method == "imp" else 1,
-                 schedule=base.schedule, rewind=base.rewind, criterion=base.criterion, retrain=base.retrain).validate()
+                 schedule=base.schedule, rewind=base.rewind, criterion=base.criterion, retrain=base.retrain,
+                 distill=base.distill).validate()
     spec, given, data = resolve_dense(base, data, device)  # weights checked before the folder exists
+    if base.distill is not None:
+        teacher_checkpoint(base.distill, None, data)
     suite = open_run_dir(out_dir, base.resume, base.force)
     dense, _ = place_dense(base, spec, given, data, device, suite / "dense.pt")
     manifest = {"format": "compress-suite/1", "status": "running", "model": spec.to_dict(),

@@ -12,6 +12,7 @@ from pathlib import Path
 from compress.cli.args import (
     STAGE_NAMES,
     add_data_args,
+    add_distill_args,
     add_model_args,
     add_plan_args,
     add_quantize_args,
@@ -19,6 +20,7 @@ from compress.cli.args import (
     add_train_args,
     checkpoint_data,
     data_parallel,
+    distill_config,
     load_data,
     model_source,
     plan_request,
@@ -77,6 +79,7 @@ class _Prune(Command):
                        help="epochs for a baseline trained here (default from presets)")
         add_data_args(p)
         add_train_args(p, epochs=None, lr=None, title="retraining (--epochs is the total over all rounds)")
+        add_distill_args(p)
         o = p.add_argument_group("output")
         o.add_argument("--out", type=Path, default=None, metavar="DIR",
                        help="run folder (default runs/MODEL_KIND_RATIO_SCHEDULE)")
@@ -109,6 +112,7 @@ class _Prune(Command):
             trust_pickle=args.trust_pickle, dense=dense, retrain=retrain, out=args.out, resume=args.resume, force=args.force,
             stages=tuple(s for s in STAGE_NAMES if not getattr(args, f"no_{s}")), max_drop=args.max_drop,
             command=args.argv, val_split=args.val_split, val_data=args.val_data, sync_bn=args.sync_bn,
+            distill=distill_config(args),
             plan=plan_request(args, args.round_to or 16) if self.kind == Kind.FILTER else None)
         data = load_data(args, device)
         if args.seeds:
@@ -270,6 +274,7 @@ class All(Command):
                        help="layer ratios: auto (shipped ratio files when they exist), uniform or global")
         add_data_args(p)
         add_train_args(p, epochs=None, lr=None)
+        add_distill_args(p)
         p.add_argument("--out", type=Path, default=None, help="suite folder (default runs/MODEL_all)")
         p.add_argument("--resume", action="store_true", help="continue an interrupted suite")
         p.add_argument("--force", action="store_true", help="replace an existing suite folder")
@@ -321,7 +326,7 @@ class All(Command):
                             resume=args.resume, force=args.force, command=args.argv, val_split=args.val_split,
                             val_data=args.val_data,
                             stages=tuple(s for s in STAGE_NAMES if not getattr(args, f"no_{s}")),
-                            max_drop=args.max_drop, sync_bn=args.sync_bn)
+                            max_drop=args.max_drop, sync_bn=args.sync_bn, distill=distill_config(args))
         data = load_data(args, device)
         suite_dir = args.out or Path("runs") / f"{ModelSpec(source or 'vgg13').label}_all"
         if args.seeds:

@@ -118,6 +118,7 @@ def quantize_stage(onnx_dir: Path, data: Dataset, max_drop: float) -> str:
 
     from compress.io import atomic_write
     from compress.report.render import quantize_table
+    from export.qat import qat_exporter
     from export.quantize import AccuracyDrop, quantize
 
     index = json.loads((onnx_dir / "export.json").read_text())
@@ -126,7 +127,9 @@ def quantize_stage(onnx_dir: Path, data: Dataset, max_drop: float) -> str:
         if entry["format"] != "onnx":
             continue
         try:
-            reports.append(quantize(Path(entry["onnx"]), None, data, max_drop=max_drop, force=True))
+            source = Path(entry["source"])
+            qat = qat_exporter(source, data, device=data.train_x.device, show=False) if source.is_file() else None
+            reports.append(quantize(Path(entry["onnx"]), None, data, max_drop=max_drop, force=True, qat=qat))
         except AccuracyDrop as e:
             failed.append(f"{Path(entry['onnx']).name}: {e.message}")
             notice(f"[bold red]{e.message}[/bold red]")
@@ -134,6 +137,11 @@ def quantize_stage(onnx_dir: Path, data: Dataset, max_drop: float) -> str:
         {"models": reports, "failed": failed, "max_drop": max_drop}, indent=2)))
     if reports:
         out.print(quantize_table(reports))
+        from export.tables import attempts_table
+
+        for r in reports:
+            if len(r.get("attempts", [])) > 1:
+                out.print(attempts_table(r))
     if failed:
         raise QuantizationDrop("; ".join(failed))
     return str((onnx_dir / "quantize.json").relative_to(onnx_dir.parent))

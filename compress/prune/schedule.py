@@ -19,8 +19,8 @@ import torch
 import torch.nn as nn
 
 from compress.baseline import rewind_path
-from compress.checkpoint import load_checkpoint, load_state, save_checkpoint
-from compress.console import notice
+from compress.checkpoint import check_fits_data, load_checkpoint, load_state, save_checkpoint
+from compress.console import notice, out
 from compress.data import Dataset
 from compress.distributed import check_same
 from compress.enforcer import MaskEnforcer
@@ -35,7 +35,7 @@ from compress.prune.masks import apply_masks, filter_groups, filter_masks, nm_ma
 from compress.prune.ratios import planned_sparsity
 from compress.prune.sparsity import sparsity_report, write_report
 from compress.stats import pack_correct, unpack_correct
-from compress.train import TrainConfig, correct_per_image, evaluate, train
+from compress.train import Distill, Teacher, TrainConfig, correct_per_image, evaluate, train
 
 REWINDS = ("finetune", "lr", "weights")
 SCHEDULES = ("geometric", "linear")
@@ -55,11 +55,14 @@ class PruneJob:
     criterion: str = "magnitude"
     retrain: TrainConfig = field(default_factory=TrainConfig)  # epochs = total budget over all rounds
     nm: tuple[int, int] = (2, 4)
+    distill: Distill | None = None  # retrain with a teacher's logits (None: cross-entropy only)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["retrain"] = self.retrain.to_dict()
         d["nm"] = list(self.nm)
+        if self.distill is None:
+            del d["distill"]  # runs without distillation keep the manifest they always had (and resume)
         return d
 
     def validate(self) -> None:
@@ -73,6 +76,8 @@ class PruneJob:
             raise CompressError(f"{self.retrain.epochs} retraining epochs cannot cover {self.rounds} rounds",
                                 f"pass --epochs {self.rounds} or more (the budget is split across rounds)")
         round_targets(self)  # schedule syntax
+        if self.distill is not None:
+            self.distill.validate()
 
     @property
     def result_stem(self) -> str:
@@ -139,6 +144,50 @@ def compute_masks(job: PruneJob, model: nn.Module, ratios: dict[str, float], dat
     raise CompressError(f"unknown pruning kind {job.kind!r}")
 
 
+# --------------------------------------------------------------------------- distillation
+def teacher_checkpoint(distill: Distill, dense: dict | None, data: Dataset) -> dict:
+    """The checkpoint a run distils from (the dense model it prunes, or `distill.teacher`: any
+    checkpoint of ours, dense, pruned or slim), checked against the data: callable before a run
+    folder exists (`dense=None` then checks only a named teacher)."""
+    if distill.teacher is None:
+        return dense
+    what = f"the teacher {distill.teacher}"
+    ckpt = load_checkpoint(distill.teacher)
+    check_fits_data(ModelSpec.from_dict(ckpt["model"]), data, what)
+    recorded = ckpt["meta"].get("dataset") or {}
+    for key in ("mean", "std"):
+        theirs, ours = recorded.get(key), list(getattr(data, key))
+        if theirs is not None and any(abs(a - b) > 1e-4 for a, b in zip(theirs, ours)):
+            raise CompressError(f"{what} expects inputs normalised with {key} {theirs}, the student's data use "
+                                f"{[round(v, 4) for v in ours]}", "pass a teacher trained with the same --mean/--std")
+    return ckpt
+
+
+def make_teacher(distill: Distill, dense: dict, data: Dataset, device: torch.device) -> tuple[Teacher, dict]:
+    """The run's Teacher, and what the manifest records of it (scored on validation)."""
+    ckpt = teacher_checkpoint(distill, dense, data)
+    model = model_from_checkpoint(ckpt).to(device)
+    split = "val" if data.has_val else "test"
+    teacher = Teacher(model, distill.alpha, distill.temperature)
+    info = {**distill.to_dict(), "teacher_model": ModelSpec.from_dict(ckpt["model"]).describe(),
+            "teacher_kind": ckpt.get("kind", "dense"),
+            f"teacher_{split}_accuracy": round(evaluate(model, data, device, split=split)[0], 2),
+            "teacher_mib": round(teacher.weights_mib(), 1)}
+    recorded = (ckpt["meta"].get("dataset") or {}).get("val_split")
+    if distill.teacher is not None and recorded != data.extra.get("val_split"):
+        notice(f"the teacher {distill.teacher} was trained beside another validation split: it may have seen "
+               "validation images, which can flatter the student's validation accuracy")
+    return teacher, info
+
+
+def distill_line(info: dict) -> str:
+    """What the run distils from, in one line."""
+    acc = next((f"{v:.2f}% on {k.split('_')[1]}" for k, v in info.items() if k.endswith("_accuracy")), "")
+    source = info["teacher"] or "the dense model"
+    return (f"[bold]distillation[/bold]: teacher {source} ({info['teacher_model']}, {acc}, {info['teacher_mib']:.1f} "
+            f"MiB of weights), alpha {info['alpha']:g}, temperature {info['temperature']:g}")
+
+
 # --------------------------------------------------------------------------- the run
 class Run:
     """A run folder: manifest, per-round checkpoints, result files."""
@@ -177,6 +226,12 @@ def prune(job: PruneJob, dense: dict, data: Dataset, run_dir: Path, *, device: t
     run.write(manifest)
 
     rewind_state = _rewind_weights(dense_path) if job.rewind == "weights" else None
+    teacher = None
+    if job.distill is not None:
+        teacher, manifest["distill"] = make_teacher(job.distill, dense, data, device)
+        if show:
+            out.print(distill_line(manifest["distill"]), soft_wrap=True)
+        run.write(manifest)
     groups = filter_groups(model, example) if job.kind == Kind.FILTER else None  # one graph for every round
     targets, budgets = round_targets(job), epochs_per_round(job.retrain.epochs, job.rounds)
     for k in range(start, job.rounds):
@@ -191,7 +246,7 @@ def prune(job: PruneJob, dense: dict, data: Dataset, run_dir: Path, *, device: t
             apply_masks(model, masks)
         label = f"{job.method.upper()} round {k + 1}/{job.rounds}" if job.rounds > 1 else f"{job.method.upper()}"
         result = train(model, data, round_config(job, k, budgets[k]), device=device, masks=masks, show=show,
-                       label=f"{label} {100 * targets[k]:.1f}%", sync_bn=sync_bn)
+                       label=f"{label} {100 * targets[k]:.1f}%", sync_bn=sync_bn, teacher=teacher)
         MaskEnforcer(model, masks).check()  # pruned weights are still exactly zero
         record = {"round": k + 1, "target": round(targets[k], 4),
                   "sparsity": sparsity_report(model, Kind(job.kind).definition)["overall"],
