@@ -12,7 +12,8 @@ filter_speedup, quantize_speedup, speedup_planner, semi_structured.
 from bench.harness.benchmark import run_benchmark
 from bench.harness.latency import Settings, measure
 from bench.harness.models import BenchModel, collect_models
-from bench.harness.runtimes import RUNTIMES, Skipped, get_runtimes
+from bench.harness.registry import RUNTIMES, get_runtimes
+from bench.harness.runtimes import Skipped
 
 __all__ = ["run_benchmark", "Settings", "measure", "BenchModel", "collect_models", "RUNTIMES", "Skipped",
            "get_runtimes"]

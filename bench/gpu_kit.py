@@ -53,7 +53,8 @@ from bench.gpu_kit_report import (
 )
 from bench.harness.latency import Settings, measure
 from bench.harness.models import BenchModel
-from bench.harness.runtimes import Context, get_runtimes
+from bench.harness.registry import get_runtimes
+from bench.harness.runtimes import Context
 from compress.analysis.planner import PlanRequest, make_plan
 from compress.console import err, out
 from compress.data import Dataset, load_dataset

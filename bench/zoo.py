@@ -33,7 +33,8 @@ import torchvision
 
 from bench.harness.latency import Settings, measure
 from bench.harness.models import BenchModel
-from bench.harness.runtimes import Context, get_runtimes
+from bench.harness.registry import get_runtimes
+from bench.harness.runtimes import Context
 from compress.console import err, out
 from compress.data import Dataset, load_dataset
 from compress.data.imagefolder import resized_dataset

@@ -33,7 +33,7 @@ def versions() -> dict:
     """Library versions worth recording beside any result."""
     out = {"python": platform.python_version(), "torch": str(torch.__version__),
            "torchvision": str(torchvision.__version__)}
-    for mod in ("torch_pruning", "onnx", "onnxruntime"):
+    for mod in ("torch_pruning", "onnx", "onnxruntime", "openvino"):
         try:
             out[mod] = str(__import__(mod).__version__)
         except Exception:

@@ -309,7 +309,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
                 enforcer.check()
             result.history.append(record)
             summary = (f"epoch {epoch}/{cfg.epochs}  loss {record['train_loss']:.3f}  train {record['train_acc']:.1f}%"
-                       f"  {_last_test(result)}  {record['images_per_s']:.0f} img/s")
+                       f"  {_last_test(result)}  {record['images_per_s']:.0f} img/s"
+                       + (f"  (teacher {teacher_s:.1f} of {seconds:.1f} s)" if teacher is not None else ""))
             if show:  # the bar keeps this epoch's accuracy, not the one before
                 bar.update(task, status=summary)
             if show and not err.is_terminal:  # logs and CI: a line per epoch instead of a live bar

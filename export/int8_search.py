@@ -22,8 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from export.onnx_export import INPUT_NAME
-from export.runtime import ort_session
+from export.runtime import cpu_runner
 
 SPEED_BATCH = 64  # images per timed call (the pipeline's bench reports 1 and 64)
 
@@ -48,19 +47,19 @@ class Attempt:
                 "int8_acc": self.int8_acc, "speedup": self.speedup, "within_gate": self.drop <= max_drop}
 
 
-def speedup(fp32: Path, int8: Path, x: np.ndarray, seconds: float = 0.6) -> float:
-    """fp32 time / INT8 time in ONNX Runtime (CPU), calls interleaved so both see the same machine
-    state; the median of each after two warm-up calls."""
-    sessions = [ort_session(fp32), ort_session(int8)]
+def speedup(fp32: Path, int8: Path, x: np.ndarray, seconds: float = 0.6, runtime: str = "ort") -> float:
+    """fp32 time / INT8 time on the CPU (ONNX Runtime or OpenVINO), calls interleaved so both see
+    the same machine state; the median of each after two warm-up calls."""
+    runners = [cpu_runner(fp32, runtime), cpu_runner(int8, runtime)]
     times: list[list[float]] = [[], []]
-    for s in sessions:
+    for run in runners:
         for _ in range(2):
-            s.run(None, {INPUT_NAME: x})
+            run(x)
     end = time.perf_counter() + seconds
     while time.perf_counter() < end or len(times[1]) < 5:
-        for i, s in enumerate(sessions):
+        for i, run in enumerate(runners):
             t0 = time.perf_counter()
-            s.run(None, {INPUT_NAME: x})
+            run(x)
             times[i].append(time.perf_counter() - t0)
     return round(statistics.median(times[0]) / statistics.median(times[1]), 2)
 

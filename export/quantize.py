@@ -36,7 +36,7 @@ from compress.io import atomic_write, check_writable
 from export.int8_search import SPEED_BATCH, Attempt, speedup
 from export.int8_search import search as search_int8
 from export.onnx_export import INPUT_NAME
-from export.runtime import ort_session
+from export.runtime import cpu_runner
 
 METHODS = ("minmax", "entropy", "percentile")
 QAT_FALLBACK_EPOCHS = 2  # the search's last resort: epochs of quantization-aware training
@@ -47,9 +47,10 @@ class AccuracyDrop(CompressError):
     """The INT8 model lost more top-1 than --max-drop allows: a user decision, not a bug."""
 
 
-def int8_path(fp32: Path) -> Path:
+def int8_path(fp32: Path, runtime: str = "ort") -> Path:
+    """MODEL.int8.onnx (ONNX Runtime's S8S8), MODEL.openvino-int8.onnx (OpenVINO's U8S8)."""
     fp32 = Path(fp32)
-    return fp32.with_name(fp32.name[: -len(".onnx")] + INT8_SUFFIX)
+    return fp32.with_name(fp32.name[: -len(".onnx")] + (INT8_SUFFIX if runtime == "ort" else ".openvino-int8.onnx"))
 
 
 def read_contract(path: Path) -> tuple[dict, onnx.ModelProto]:
@@ -104,7 +105,7 @@ def calibration_images(data: Dataset, n: int, seed: int = 0) -> tuple[torch.Tens
 def quantize(fp32: Path, out: Path | None, data: Dataset, *, calibration: int = 512, method: str = "minmax",
              per_channel: bool = True, exclude: tuple[str, ...] = (), max_drop: float = 1.0,
              accept_drop: bool = False, force: bool = False, search: bool = True,
-             qat: Callable[[Path, int], Path] | None = None, qat_epochs: int = 0) -> dict:
+             qat: Callable[[Path, int], Path] | None = None, qat_epochs: int = 0, runtime: str = "ort") -> dict:
     """Quantize `fp32` to `out` (default MODEL.int8.onnx) and measure it on the whole test split.
 
     When the drop on validation exceeds `max_drop` points and `search` is on, the accuracy-aware
@@ -112,12 +113,14 @@ def quantize(fp32: Path, out: Path | None, data: Dataset, *, calibration: int = 
     callable(folder, epochs) that writes the fp32 ONNX file of a QAT-tuned model there), QAT;
     the fastest attempt within the gate is written. `qat_epochs` > 0 runs QAT straight away (the
     `--qat` option). Returns the report (accuracies, agreement, sizes, every attempt). Raises when
-    nothing is within `max_drop` unless `accept_drop`: then no INT8 file is written.
+    nothing is within `max_drop` unless `accept_drop`: then no INT8 file is written. `runtime`:
+    "ort" (S8S8, measured in ONNX Runtime) or "openvino" (U8S8, the scheme OpenVINO's CPU plugin
+    runs in int8, measured and timed in OpenVINO).
     """
     if method not in METHODS:
         raise CompressError(f"unknown calibration method {method!r}", f"choose one of: {', '.join(METHODS)}")
     fp32 = Path(fp32)
-    out = Path(out) if out is not None else int8_path(fp32)
+    out = Path(out) if out is not None else int8_path(fp32, runtime)
     if out.resolve() == fp32.resolve():
         raise CompressError("the INT8 file would overwrite its fp32 model", "pass another --out")
     contract, proto = read_contract(fp32)
@@ -127,6 +130,9 @@ def quantize(fp32: Path, out: Path | None, data: Dataset, *, calibration: int = 
         raise CompressError(f"the model takes {size} px images but the data has {data.train_x.shape[-1]} px",
                             "pass the --data the model was trained on")
     exclude = resolve_exclude(proto, exclude, fp32.name)
+    activations = {"ort": "s8", "openvino": "u8"}.get(runtime)
+    if activations is None:
+        raise CompressError(f"unknown runtime {runtime!r}", "ort or openvino")
     if qat_epochs and qat is None:
         raise CompressError("--qat fine-tunes the PyTorch model, which an ONNX file does not hold",
                             "pass the checkpoint (MODEL.pt) instead of its ONNX file")
@@ -142,8 +148,8 @@ def quantize(fp32: Path, out: Path | None, data: Dataset, *, calibration: int = 
             staged = work / f"attempt_{len(zeros)}.onnx"
             zeros[staged] = quantize_file(source, staged, CalibrationReader(cx, cy, contract), proto=proto,
                                           method=how, per_channel=per_channel, exclude=excluded,
-                                          pre=pre if source == fp32 else None)
-            scores = evaluate_pair(fp32, staged, data, contract, split=gate_split)
+                                          pre=pre if source == fp32 else None, activations=activations)
+            scores = evaluate_pair(fp32, staged, data, contract, split=gate_split, runtime=runtime)
             return Attempt(name, staged, how, excluded, round(scores["fp32_acc"] - scores["int8_acc"], 2),
                            scores["fp32_acc"], scores["int8_acc"], qat_epochs=epochs)
 
@@ -151,7 +157,7 @@ def quantize(fp32: Path, out: Path | None, data: Dataset, *, calibration: int = 
             return try_file(f"QAT {epochs} epochs", how, (), qat(work / "qat", epochs), epochs)
 
         x = CalibrationReader(cx[:SPEED_BATCH], cy[:SPEED_BATCH], contract, batch=SPEED_BATCH).batches[0]
-        timed = lambda a: setattr(a, "speedup", speedup(fp32, a.file, x))  # noqa: E731
+        timed = lambda a: setattr(a, "speedup", speedup(fp32, a.file, x, runtime=runtime))  # noqa: E731
         if qat_epochs:
             first = run_qat(qat_epochs, method)
             chosen, attempts = first, [first]
@@ -167,12 +173,14 @@ def quantize(fp32: Path, out: Path | None, data: Dataset, *, calibration: int = 
                 timed=timed)
         shipped = chosen or min(attempts, key=lambda a: a.drop)
         report = {"fp32": str(fp32), "int8": str(out), "method": shipped.method, "per_channel": per_channel,
-                  "format": "QDQ, S8S8", "calibration_images": int(cx.shape[0]), "calibration_split": "train",
+                  "format": f"QDQ, {activations.upper()}S8", "runtime": {"ort": "ONNX Runtime CPU",
+                                                                         "openvino": "OpenVINO CPU"}[runtime], "calibration_images": int(cx.shape[0]), "calibration_split": "train",
                   "excluded": list(shipped.excluded), "qat_epochs": shipped.qat_epochs,
                   "fp32_bytes": fp32.stat().st_size, "int8_bytes": shipped.file.stat().st_size,
                   "int8_weight_zero_fraction": zeros[shipped.file], "speedup": shipped.speedup,
-                  "speedup_note": f"ORT CPU, batch {SPEED_BATCH}, fp32 time / INT8 time",
-                  **evaluate_pair(fp32, shipped.file, data, contract)}
+                  "speedup_note": f"{'ORT' if runtime == 'ort' else 'OpenVINO'} CPU, batch {SPEED_BATCH}, fp32 time / "
+                                  "INT8 time",
+                  **evaluate_pair(fp32, shipped.file, data, contract, runtime=runtime)}
         report["drop"] = round(report["fp32_acc"] - report["int8_acc"], 2)
         report["max_drop"] = max_drop
         if data.has_val:
@@ -204,10 +212,11 @@ def _worst_nodes(pre: Path, attempt: Attempt, reader) -> list[str]:
 
 
 def quantize_file(fp32: Path, out: Path, reader, *, proto=None, method: str = "minmax", per_channel: bool = True,
-                  exclude: tuple[str, ...] = (), pre: Path | None = None) -> float:
+                  exclude: tuple[str, ...] = (), pre: Path | None = None, activations: str = "s8") -> float:
     """ONNX Runtime's pre-processing + static QDQ quantization of `fp32` into `out` (checked by
     onnx.checker, metadata carried over); returns the share of int8 conv/linear weights that
-    are exactly zero (symmetric weight scales keep a pruned weight at 0)."""
+    are exactly zero (symmetric weight scales keep a pruned weight at 0). `activations`: "s8"
+    (S8S8, what ONNX Runtime runs fastest on x86) or "u8" (U8S8, what OpenVINO expects)."""
     proto = proto if proto is not None else onnx.load(str(fp32))
     scratch = None
     if pre is None:  # the pre-processed model is an intermediate: keep it out of the output folder
@@ -215,22 +224,26 @@ def quantize_file(fp32: Path, out: Path, reader, *, proto=None, method: str = "m
         pre = scratch / "pre.onnx"
     try:
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-        return _quantize_static(pre, out, reader, proto, method, per_channel, exclude)
+        return _quantize_static(pre, out, reader, proto, method, per_channel, exclude, activations)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _quantize_static(pre: Path, out: Path, reader, proto, method: str, per_channel: bool, exclude) -> float:
+def _quantize_static(pre: Path, out: Path, reader, proto, method: str, per_channel: bool, exclude,
+                     activations: str = "s8") -> float:
+    if activations not in ("s8", "u8"):
+        raise CompressError(f"unknown activation type {activations!r}", "s8 or u8")
     quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QInt8 if activations == "s8" else QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
                     calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                                       "percentile": CalibrationMethod.Percentile}[method],
                     nodes_to_exclude=list(exclude) or None,
                     extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
     q = onnx.load(str(out))
     onnx.checker.check_model(q)
-    _copy_metadata(proto, q, method, per_channel, getattr(reader, "images", 0), exclude)
+    _copy_metadata(proto, q, method, per_channel, getattr(reader, "images", 0), exclude, activations)
     onnx.save_model(q, str(out))
     weights = [onnx.numpy_helper.to_array(t) for t in q.graph.initializer
                if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2]
@@ -252,36 +265,36 @@ def resolve_exclude(proto, exclude, where: str) -> tuple[str, ...]:
     return tuple(resolved)
 
 
-def _copy_metadata(src, dst, method: str, per_channel: bool, calibration: int, exclude) -> None:
+def _copy_metadata(src, dst, method: str, per_channel: bool, calibration: int, exclude, activations: str = "s8") -> None:
     del dst.metadata_props[:]
     for p in src.metadata_props:
         e = dst.metadata_props.add()
         e.key, e.value = p.key, ("int8" if p.key == "compress.precision" else p.value)
     e = dst.metadata_props.add()
     e.key = "compress.quantization"
-    e.value = json.dumps({"format": "QDQ S8S8", "method": method, "per_channel": per_channel,
+    e.value = json.dumps({"format": f"QDQ {activations.upper()}S8", "method": method, "per_channel": per_channel,
                           "calibration_images": calibration, "calibration_split": "train", "excluded": list(exclude)})
     dst.doc_string = src.doc_string + " (INT8 QDQ, ONNX Runtime static quantization)"
 
 
 def evaluate_pair(fp32: Path, int8: Path, data: Dataset, contract: dict, batch: int = 256,
-                  split: str = "test") -> dict:
-    """Both models in ONNX Runtime (CPU) on a whole split (test: the reported numbers)."""
-    s32, s8 = ort_session(fp32), ort_session(int8)
+                  split: str = "test", runtime: str = "ort") -> dict:
+    """Both models on a whole split (test: the reported numbers), in ONNX Runtime (CPU) or OpenVINO."""
+    s32, s8 = cpu_runner(fp32, runtime), cpu_runner(int8, runtime)
     correct32 = correct8 = agree = 0
     max_diff = 0.0
     x, y = (t.cpu() for t in data.split(split))
     for xb, yb in Loader(x, y, batch, mean=contract["mean"], std=contract["std"]):
-        a = s32.run(None, {INPUT_NAME: xb.numpy()})[0]
-        b = s8.run(None, {INPUT_NAME: xb.numpy()})[0]
+        a, b = s32(xb.numpy()), s8(xb.numpy())
         pa, pb, t = a.argmax(1), b.argmax(1), yb.numpy()
         correct32 += int((pa == t).sum())
         correct8 += int((pb == t).sum())
         agree += int((pa == pb).sum())
         max_diff = max(max_diff, float(np.abs(a - b).max()))
     n = int(x.shape[0])
-    return {"test_images" if split == "test" else "images": n, "fp32_acc": round(100 * correct32 / n, 2), "int8_acc": round(100 * correct8 / n, 2),
-            "agreement": round(agree / n, 4), "max_logit_diff": round(max_diff, 4)}
+    return {"test_images" if split == "test" else "images": n, "fp32_acc": round(100 * correct32 / n, 2),
+            "int8_acc": round(100 * correct8 / n, 2), "agreement": round(agree / n, 4),
+            "max_logit_diff": round(max_diff, 4)}
 
 
 def worst_layers(fp32_pre: Path, int8: Path, reader, top: int = 5) -> list[dict]:

@@ -120,3 +120,29 @@ def available_ort_devices() -> list[str]:
         except CompressError:
             pass
     return devices
+
+
+RUNNERS = ("ort", "openvino")
+
+
+def cpu_runner(path: Path, runtime: str = "ort", threads: int | None = None):
+    """A callable images (N, C, H, W float32 numpy) -> logits for `path` on the CPU: ONNX Runtime,
+    or OpenVINO's CPU plugin with the f32 precision hint (INT8 layers stay INT8: the hint only sets
+    what runs in float), so one measurement path serves both runtimes."""
+    if runtime == "ort":
+        session = ort_session(path)
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+    if runtime == "openvino":
+        try:
+            import openvino as ov
+        except ImportError:
+            raise CompressError("OpenVINO is not installed", "pip install openvino") from None
+        core = ov.Core()
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        request = compiled.create_infer_request()
+        return lambda x: request.infer({0: x})[0].copy()
+    raise CompressError(f"unknown runtime {runtime!r}", f"choose one of: {', '.join(RUNNERS)}")

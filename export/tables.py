@@ -40,7 +40,7 @@ def quantize_table(r: dict) -> Table:
     t.add_row("fp32", r["fp32"], human_size(r["fp32_bytes"]), f"{r['fp32_acc']:.2f}", "")
     t.add_row("int8", r["int8"], human_size(r["int8_bytes"]), f"{r['int8_acc']:.2f}",
               f"{-r['drop'] + 0.0:+.2f} points, {r['int8_bytes'] / r['fp32_bytes']:.3f}x size")
-    t.caption = (f"whole test split ({r['test_images']} images, ONNX Runtime CPU): predictions agree on "
+    t.caption = (f"whole test split ({r['test_images']} images, {r.get('runtime', 'ONNX Runtime CPU')}): predictions agree on "
                  f"{100 * r['agreement']:.2f}%, largest logit difference {r['max_logit_diff']:.4f}"
                  + (f"; fp32 kept: {', '.join(r['excluded'])}" if r["excluded"] else "")
                  + (f"; after {r['qat_epochs']} epochs of QAT" if r.get("qat_epochs") else "")

@@ -12,7 +12,8 @@ import torch
 
 from bench import BenchModel, Settings, run_benchmark
 from bench.harness.latency import RESULT_KEYS, measure
-from bench.harness.runtimes import Context, get_runtimes
+from bench.harness.registry import get_runtimes
+from bench.harness.runtimes import Context
 from compress.checkpoint import save_checkpoint
 from compress.cli import main
 from compress.errors import CompressError

@@ -235,7 +235,7 @@ def test_every_cpu_runtime_runs_once(tmp_path):
     from bench.harness.benchmark import run_benchmark
     from bench.harness.latency import Settings
     from bench.harness.models import BenchModel
-    from bench.harness.runtimes import RUNTIMES
+    from bench.harness.registry import RUNTIMES
     from compress.models import ModelSpec
 
     spec = ModelSpec("vgg11", width=0.125)

@@ -12,9 +12,10 @@ import torch
 
 from bench.harness.latency import Settings, measure
 from bench.harness.models import BenchModel, collect_models
-from bench.harness.output import write_csv, write_json
+from bench.harness.output import fastest, write_csv, write_json
 from bench.harness.plot import plot_bench
-from bench.harness.runtimes import Context, get_runtimes
+from bench.harness.registry import get_runtimes
+from bench.harness.runtimes import Context
 from compress.console import notice
 from compress.env import cuda_index, machine, resolve_device
 from compress.errors import CompressError
@@ -74,6 +75,7 @@ def run_benchmark(models: list[Path | str] | None = None, run: Path | str | None
         "models": [m.info() for m in found],
         "results": results,
     }
+    report["fastest"] = fastest(report)
     report["files"] = write_outputs(report, out)
     return report
 

@@ -135,3 +135,40 @@ def bench_verdict(report: dict) -> str | None:
 
 def _ms(v: float) -> str:
     return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+
+
+PRECISION = {"torch-bf16": "bf16", "cuda-graphs": "bf16", "ort-cpu-int8": "int8", "openvino-cpu-bf16": "bf16",
+             "openvino-cpu-int8": "int8"}
+
+
+def fastest(report: dict) -> list[dict]:
+    """Per model and batch size, the fastest runtime × precision measured here, with its speed-up
+    over the dense (first) model in fp32 on ONNX Runtime CPU (else torch) at that batch size."""
+    ok = [r for r in report["results"] if r["status"] == "ok"]
+    dense = report["models"][0]["name"]
+    accuracy = {m["name"]: m.get("accuracy") for m in report["models"]}
+    rows = []
+    for model in dict.fromkeys(r["model"] for r in ok):
+        for batch in sorted({r["batch_size"] for r in ok if r["model"] == model}):
+            cell = [r for r in ok if r["model"] == model and r["batch_size"] == batch]
+            best = min(cell, key=lambda r: r["median_ms"])
+            ref = next((r for name in ("ort-cpu", "torch") for r in ok
+                        if r["model"] == dense and r["runtime"] == name and r["batch_size"] == batch), None)
+            rows.append({"model": model, "batch_size": batch, "runtime": best["runtime"],
+                         "precision": PRECISION.get(best["runtime"], "fp32"), "median_ms": best["median_ms"],
+                         "reference": f"{dense} fp32 on {ref['runtime']}" if ref else None,
+                         "speedup": round(ref["median_ms"] / best["median_ms"], 2) if ref else None,
+                         "accuracy": accuracy.get(model)})
+    return rows
+
+
+def fastest_lines(report: dict) -> list[str]:
+    """One line per model and batch size: which runtime to ship on this machine, and why."""
+    lines = []
+    for f in fastest(report):
+        speed = f", {f['speedup']:.2f}x {f['reference']}" if f["speedup"] else ""
+        acc = f"; fp32 top-1 {f['accuracy']:.2f}%" if f["accuracy"] is not None else ""
+        int8 = " (INT8 accuracy: the quantize stage's quantize.json)" if f["precision"] == "int8" else ""
+        lines.append(f"fastest for {f['model']} at batch {f['batch_size']}: {f['runtime']} ({f['precision']}), "
+                     f"{f['median_ms']:.2f} ms{speed}{acc}{int8}")
+    return lines

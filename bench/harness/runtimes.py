@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from bench.harness.models import BenchModel
 from compress.data import load_dataset
-from compress.errors import CompressError, did_you_mean
+from compress.errors import CompressError
 from export import ort_session
 
 CUDA_GRAPH_MAX_BATCH = 64  # launch overhead matters at small batches; large ones are compute-bound
@@ -331,22 +331,3 @@ class OrtCUDA(Runtime):
             return x  # x must outlive the binding that points at it
 
         return run
-
-
-RUNTIMES: dict[str, Runtime] = {r.name: r for r in (TorchEager(), TorchBF16(), CudaGraphs(), TorchCompile(),
-                                                    OrtCPU(), OrtCPUInt8(), OrtCUDA())}
-
-
-def get_runtimes(names: list[str] | None) -> list[Runtime]:
-    """Runtimes by name (all of them when `names` is None); an unknown name is an error."""
-    if names is None:
-        return list(RUNTIMES.values())
-    if not names:
-        raise CompressError("no runtimes given", f"choose from: {', '.join(RUNTIMES)}")
-    found = []
-    for n in names:
-        if n not in RUNTIMES:
-            raise CompressError(f"unknown runtime {n!r}", did_you_mean(n, list(RUNTIMES)))
-        if RUNTIMES[n] not in found:
-            found.append(RUNTIMES[n])
-    return found

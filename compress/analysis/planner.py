@@ -21,7 +21,8 @@ from pathlib import Path
 import torch.nn as nn
 
 from bench.harness.latency_table import SideBySide, build_table, layer_links, narrowed
-from bench.harness.runtimes import Context, Skipped, get_runtimes
+from bench.harness.registry import get_runtimes
+from bench.harness.runtimes import Context, Skipped
 from compress.analysis.goals import latency_value, speedup_value
 from compress.analysis.plan_costs import COSTS, curves_for, loss_costs, score_costs
 from compress.console import out

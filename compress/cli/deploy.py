@@ -20,11 +20,16 @@ class Export(Command):
 
     def add_arguments(self, p):
         p.add_argument("model", type=Path, help="checkpoint: dense, pruned (masked) or slim (e.g. Omp_filter_0.40_acc_71.23_slim.pt)")
-        p.add_argument("--out", type=Path, default=None, metavar="FILE.onnx",
-                       help="ONNX path (default: the checkpoint's path with .onnx); compact files go beside it")
+        p.add_argument("--format", choices=("onnx", "openvino"), default="onnx",
+                       help="onnx (default; checked in ONNX Runtime) or openvino (IR .xml + .bin written by OpenVINO "
+                            "from the ONNX export, checked in OpenVINO's CPU plugin; needs pip install openvino)")
+        p.add_argument("--out", type=Path, default=None, metavar="FILE",
+                       help="FILE.onnx, or FILE.xml with --format openvino (default: the checkpoint's path with that "
+                            "suffix); compact files go beside it")
         p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18, the exporter's native one)")
         p.add_argument("--fp16", action="store_true",
-                       help="fp16 weights and activations behind a float32 input/output (about half the file)")
+                       help="fp16 weights and activations behind a float32 input/output (about half the file); with "
+                            "--format openvino: fp16-compressed weights, computed in the CPU's own precision")
         p.add_argument("--compact", action=argparse.BooleanOptionalAction, default=None,
                        help="also write .sparse.onnx (ONNX sparse initializers) and .compact.onnx (bitmask + kept "
                             "values); default: on for unstructured/N:M-pruned models and weight sparsity > 50%%")
@@ -39,6 +44,16 @@ class Export(Command):
         from export import export_checkpoint
         from export.tables import export_table
 
+        if args.format == "openvino":
+            from export.openvino_ir import export_openvino
+
+            ir = export_openvino(args.model, args.out, data=None if args.data == "auto" else args.data, fp16=args.fp16,
+                                 force=args.force)
+            par = ir["parity"]
+            out.print(f"[bold]{ir['xml']}[/bold] + .bin: {ir['bytes'] / 2**20:.2f} MiB, OpenVINO {ir['openvino']}; "
+                      f"vs PyTorch on {par['images']} test images: max rel. diff {par['max_rel_diff']:.1e} ≤ "
+                      f"{par['tolerance']:.0e}, argmax agree {100 * par['argmax_agreement']:.1f}%", soft_wrap=True)
+            return 0
         report = export_checkpoint(args.model, args.out, data=None if args.data == "auto" else args.data,
                                    opset=args.opset, fp16=args.fp16, compact=args.compact, force=args.force)
         out.print(export_table(report))
@@ -47,7 +62,8 @@ class Export(Command):
         return 0
 
 # --------------------------------------------------------------------------- compress bench
-BENCH_RUNTIMES = "torch, torch-bf16, cuda-graphs, torch-compile, ort-cpu, ort-cpu-int8, ort-cuda"
+BENCH_RUNTIMES = ("torch, torch-bf16, cuda-graphs, torch-compile, ort-cpu, ort-cpu-int8, ort-cuda, openvino-cpu, "
+                  "openvino-cpu-bf16, openvino-cpu-int8")
 
 
 def batch_sizes(text: str) -> tuple[int, ...]:
@@ -110,7 +126,7 @@ class Bench(Command):
     def run(self, args) -> int:
         from bench.harness.benchmark import run_benchmark
         from bench.harness.latency import Settings
-        from bench.harness.output import bench_verdict, models_table, results_table, skipped_table
+        from bench.harness.output import bench_verdict, fastest_lines, models_table, results_table, skipped_table
 
         if args.budget is not None and args.budget <= 0:
             raise CompressError(f"--budget must be positive (got {args.budget})", "e.g. --budget 1.0")
@@ -128,6 +144,8 @@ class Bench(Command):
         skipped = skipped_table(report)
         if skipped is not None:
             out.print(skipped)
+        for line in fastest_lines(report):
+            out.print(f"[bold]{line}[/bold]", soft_wrap=True)
         out.print("wrote " + ", ".join(report["files"].values()))
         verdict = bench_verdict(report)
         if verdict:
@@ -178,6 +196,10 @@ class Quantize(Command):
                        help="over --max-drop, fail at once instead of searching: other calibration methods, the "
                             "worst layers kept in fp32 one at a time, then 2 epochs of QAT (.pt input only); "
                             "each attempt's validation drop and speed-up go into the report")
+        p.add_argument("--runtime", choices=("ort", "openvino"), default="ort",
+                       help="the runtime the INT8 file is made, gated and timed for: ort (default; S8S8, "
+                            "MODEL.int8.onnx) or openvino (unsigned activations, U8S8, the scheme OpenVINO's CPU "
+                            "plugin runs in int8; MODEL.openvino-int8.onnx, measured in OpenVINO)")
         p.add_argument("--qat", type=positive_int, default=0, metavar="EPOCHS",
                        help="quantization-aware training first: fine-tune the checkpoint (.pt) for EPOCHS under the "
                             "fake quantization ONNX Runtime will apply (per-channel symmetric int8 weights, int8 "
@@ -199,7 +221,7 @@ class Quantize(Command):
         report = quantize(onnx_path, args.out, data, calibration=args.calibration, method=args.method,
                           per_channel=args.per_channel, exclude=tuple(args.exclude), max_drop=args.max_drop,
                           accept_drop=args.accept_drop, force=args.force, search=args.search, qat=qat,
-                          qat_epochs=args.qat)
+                          qat_epochs=args.qat, runtime=args.runtime)
         out.print(quantize_table(report))
         if len(report["attempts"]) > 1:
             out.print(attempts_table(report))
@@ -233,7 +255,9 @@ class Quantize(Command):
             onnx_path = folder / (path.stem + ".onnx")
             if args.out is not None and onnx_path.resolve() == Path(args.out).resolve():
                 onnx_path = folder / (path.stem + ".fp32.onnx")
-            check_writable(Path(args.out) if args.out is not None else onnx_path.with_name(path.stem + ".int8.onnx"),
+            from export.quantize import int8_path
+
+            check_writable(Path(args.out) if args.out is not None else int8_path(onnx_path, args.runtime),
                            force=args.force)
             export_checkpoint(path, onnx_path, data=data, compact=False,
                               force=args.force or not onnx_path.exists() or _exported_from(onnx_path, path))

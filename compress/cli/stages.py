@@ -96,6 +96,7 @@ def slim_stage(result: Path, out_dir: Path, data: Dataset, device: torch.device)
 def export_stage(models: dict[str, Path], out_dir: Path, data: Dataset) -> str:
     """ONNX for the dense model and the deployable result, with parity checks; one export.json
     (each export adds its files to the folder's index)."""
+    import importlib.util
     import json
 
     from compress.report.render import export_table
@@ -105,6 +106,14 @@ def export_stage(models: dict[str, Path], out_dir: Path, data: Dataset) -> str:
     for name, path in models.items():
         index = export_checkpoint(path, out_dir / f"{name}.onnx", data=data, force=True)["export_json"]
     out.print(export_table(json.loads(Path(index).read_text())))
+    if importlib.util.find_spec("openvino") is not None:  # OpenVINO IR too, where OpenVINO is installed
+        from compress.io import atomic_write
+        from export.openvino_ir import export_openvino
+
+        irs = [export_openvino(path, out_dir / f"{name}.xml", data=data, force=True) for name, path in models.items()]
+        atomic_write(out_dir / "openvino.json", lambda tmp: tmp.write_text(json.dumps({"models": irs}, indent=2)))
+        out.print("OpenVINO IR: " + ", ".join(f"{Path(r['xml']).name} (vs PyTorch: max rel. diff "
+                                              f"{r['parity']['max_rel_diff']:.1e})" for r in irs), soft_wrap=True)
     return str(Path(index).relative_to(out_dir.parent))
 
 

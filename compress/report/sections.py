@@ -77,7 +77,7 @@ def rounds_section(runs: list[RunData]) -> list[str]:
         out += [f"**{r.label}** ({job.get('rounds', 1)} round{'s' if job.get('rounds', 1) != 1 else ''}, "
                 f"{job.get('schedule', '')} schedule, rewind `{job.get('rewind', '')}`, criterion "
                 f"`{job.get('criterion', 'magnitude')}`, {retrain.get('epochs', '?')} retraining epochs in all, "
-                f"peak lr {retrain.get('lr', '?')})", ""]
+                f"peak lr {retrain.get('lr', '?')}{_distilled(r.manifest.get('distill'))})", ""]
         rows = [[k["round"], fmt_pct(k.get("target")), fmt_pct(k.get("sparsity")), fmt_acc(k.get("acc_after_prune")),
                  fmt_acc(k.get("acc_after_retrain")),
                  f"{k['acc_after_retrain'] - k['acc_after_prune']:+.2f}" if k.get("acc_after_prune") is not None else "–",
@@ -85,6 +85,15 @@ def rounds_section(runs: list[RunData]) -> list[str]:
         out += [md_table(["round", "target", "sparsity", "after pruning", "after retraining", "recovered (points)",
                         "epochs", "seconds"], rows), ""]
     return out
+
+
+def _distilled(d: dict | None) -> str:
+    """The retraining's distillation, in a few words ('' without it)."""
+    if not d:
+        return ""
+    acc = next((f", {v:.2f}% on {k.split('_')[1]}" for k, v in d.items() if k.endswith("_accuracy")), "")
+    return (f"; distilled from {d.get('teacher') or 'the dense model'} ({d.get('teacher_model', '?')}{acc}), "
+            f"alpha {d['alpha']:g}, temperature {d['temperature']:g}")
 
 
 def layers_section(runs: list[RunData], figs: dict) -> list[str]:
