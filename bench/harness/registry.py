@@ -2,16 +2,7 @@
 from __future__ import annotations
 
 from bench.harness.ov_runtimes import OPENVINO_RUNTIMES
-from bench.harness.runtimes import (
-    CudaGraphs,
-    OrtCPU,
-    OrtCPUInt8,
-    OrtCUDA,
-    Runtime,
-    TorchBF16,
-    TorchCompile,
-    TorchEager,
-)
+from bench.harness.runtimes import CudaGraphs, OrtCPU, OrtCPUInt8, OrtCUDA, Runtime, TorchBF16, TorchCompile, TorchEager
 from compress.errors import CompressError, did_you_mean
 
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in (TorchEager(), TorchBF16(), CudaGraphs(), TorchCompile(),
