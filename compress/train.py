@@ -52,6 +52,10 @@ class TrainConfig:
     final_lr_fraction: float = 0.0  # lr at the last step, as a fraction of the peak
     seed: int = 0  # initial weights, shuffling and augmentation
     eval_every: int = 1  # evaluate on the validation split every N epochs (0: only at the end); test once, at the end
+    # "auto": bf16 autocast + channels_last on CUDA, fp32 on CPU; "bf16" also on CPU (fast only with
+    # bf16 units: AVX-512-BF16, AMX; `python -m bench.cpu_bf16` measures it); "fp32" everywhere.
+    # Evaluation stays fp32 on CPU either way.
+    precision: str = "auto"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -151,9 +155,20 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; plain fp32 elsewhere (CPU bf16 is slower without AMX)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def uses_bf16(device: torch.device, precision: str = "auto") -> bool:
+    """Whether training runs in bf16 autocast + channels_last: on CUDA by default, on CPU only when
+    asked (`precision="bf16"`): CPUs without bf16 units emulate it, slower than fp32."""
+    if precision not in PRECISIONS:
+        raise CompressError(f"unknown precision {precision!r}", f"choose one of: {', '.join(PRECISIONS)}")
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """bf16 autocast where `uses_bf16`; plain fp32 elsewhere."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device, precision))
 
 
 @torch.no_grad()
@@ -231,10 +246,11 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
         raise CompressError(f"epochs must be positive (got {cfg.epochs})", "pass --epochs 1 or more")
     torch.manual_seed(cfg.seed)
     model.to(device).train()
-    if device.type == "cuda":
+    bf16 = uses_bf16(device, cfg.precision)
+    if bf16:
         model.to(memory_format=torch.channels_last)
     if teacher is not None:
-        teacher.model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.preserve_format)
+        teacher.model.to(device, memory_format=torch.channels_last if bf16 else torch.preserve_format)
     enforcer = MaskEnforcer(model, masks) if masks else None
     if enforcer:
         enforcer.apply()
@@ -251,7 +267,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
     batch_size = min(cfg.batch_size, data.train_x.shape[0])
     shard_size(batch_size, world)
     loader = Loader(data.train_x, data.train_y, batch_size, mean=data.mean, std=data.std, shuffle=True,
-                    augment=True, drop_last=True, generator=generator, channels_last=device.type == "cuda",
+                    augment=True, drop_last=True, generator=generator, channels_last=bf16,
                     shard=(world.rank, world.size), device=device)
     steps_per_epoch = len(loader)
     total_steps = cfg.epochs * steps_per_epoch
@@ -337,7 +353,7 @@ def train_one_epoch(net: nn.Module, loader: Loader, optimizer, scheduler, enforc
     seen = 0
     clock = _Stopwatch(device)
     for i, (xb, yb) in enumerate(loader):
-        with autocast(device):
+        with autocast(device, cfg.precision):
             if teacher is not None:
                 with clock:
                     teacher_logits = teacher.logits(xb)

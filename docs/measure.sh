@@ -79,3 +79,29 @@ OMP_NUM_THREADS=1 t ddp2sync torchrun --nproc_per_node 2 -m compress train --epo
 OMP_NUM_THREADS=2 t ddp1b compress train --epochs 1 --data sample --out ddp1b.pt
 OMP_NUM_THREADS=1 t ddp2b torchrun --nproc_per_node 2 -m compress train --epochs 1 --data sample --out ddp2b.pt
 OMP_NUM_THREADS=1 t ddp2syncb torchrun --nproc_per_node 2 -m compress train --epochs 1 --data sample --sync-bn --out ddp2syncb.pt
+
+# winning accuracy back (issue 26): a dense VGG13 (seed 0, 20 epochs), then OMP retraining with and
+# without distillation from it, three seeds each, compared pairwise on validation (bench.distill);
+# a stronger teacher (VGG13 trained 40 epochs, seed 1) at filter 70%; the shipped 40% filter file
+t kd_dense compress train --model vgg13 --data sample --out kd_dense.pt
+t kd_teacher compress train --model vgg13 --data sample --epochs 40 --seed 1 --out kd_teacher_e40.pt
+cd "$REPO"
+python -m bench.distill --dense "$WORK/kd_dense.pt" --settings filter70 --arms plain,kd,kd_a0.9 --out "$WORK/distill"
+python -m bench.distill --dense "$WORK/kd_dense.pt" --settings unstructured95 --arms plain,kd --out "$WORK/distill"
+python -m bench.distill --dense "$WORK/kd_dense.pt" --settings filter70 --arms plain,teacher --teacher "$WORK/kd_teacher_e40.pt" --out "$WORK/distill"
+python -m bench.distill --dense "$WORK/kd_dense.pt" --settings filter40 --arms plain,kd --out "$WORK/distill"
+# INT8 of those models: static PTQ (the search only runs past the gate), per-tensor, and QAT
+cd "$WORK"
+U=$(ls distill/unstructured95/plain/seed_0/Omp_unstructured_0.95_acc_*.pt)
+F=$(ls distill/filter70/plain/seed_0/Omp_filter_0.70_acc_*.pt)
+for m in kd_dense.pt "$U" "$F"; do
+  t ptq_$(basename "$m" .pt) compress quantize "$m" --data sample --out "int8/$(basename "$m" .pt).int8.onnx" --force
+  t ptq_pt_$(basename "$m" .pt) compress quantize "$m" --data sample --per-tensor --out "int8/$(basename "$m" .pt).pt.int8.onnx" --force
+done
+t qat_u compress quantize "$U" --data sample --qat 2 --out int8/u95.qat.int8.onnx --force
+t search_u compress quantize "$U" --data sample --max-drop 0 --out int8/u95.search.int8.onnx --force
+
+# OpenVINO and bf16 on this CPU (issue 27): every CPU runtime on the dense and the shipped 40% slim VGG13
+cd "$REPO"
+python -m bench.filter_speedup --runtimes ort-cpu,ort-cpu-int8,openvino-cpu,openvino-cpu-bf16,openvino-cpu-int8 | tee "$WORK/openvino.out"
+python -m bench.cpu_bf16 | tee "$WORK/cpu_bf16.out"

@@ -33,6 +33,24 @@ def test_train_one_epoch_writes_a_safe_checkpoint(tmp_path, capsys):
     assert code == 2 and "already exists" in err and "--force" in err
 
 
+def test_bf16_training_on_the_cpu_when_asked(small, one_thread):
+    """--precision bf16 trains in bf16 autocast + channels_last on the CPU too (fp32 weights, as on
+    CUDA); auto keeps the CPU in fp32. Both learn the same way: finite loss, weights moved."""
+    from compress.models import ModelSpec
+    from compress.train import TrainConfig, train, uses_bf16
+
+    assert not uses_bf16(torch.device("cpu")) and uses_bf16(torch.device("cpu"), "bf16")
+    assert uses_bf16(torch.device("cuda")) and not uses_bf16(torch.device("cuda"), "fp32")
+    with pytest.raises(CompressError, match="unknown precision"):
+        uses_bf16(torch.device("cpu"), "fp8")
+    torch.manual_seed(0)
+    model = ModelSpec("vgg11", width=0.125).build()
+    before = model.features[0].weight.detach().clone()
+    result = train(model, small, TrainConfig(epochs=1, batch_size=128, warmup_epochs=0, precision="bf16"), show=False)
+    assert model.features[0].weight.dtype == torch.float32 and not torch.equal(before, model.features[0].weight)
+    assert result.history[0]["train_loss"] < 10
+
+
 def one_line_error(code, err, match):
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]

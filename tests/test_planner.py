@@ -414,3 +414,14 @@ def test_an_unreachable_target_is_said_under_the_stepped_clock(conv_head_model, 
     spec, model = conv_head_model
     plan = make_plan(model, spec, small, PlanRequest(speedup=40, batch=2, round_to=8, cost="score"), show=False)
     assert not plan.met and plan.measured_speedup < 40
+
+
+def test_a_plan_on_the_int8_runtime_times_quantized_models(conv_head_model, small, one_thread):
+    """--runtime ort-cpu-int8: every width the latency table and the plan try is quantized and
+    timed as INT8 (the widths fastest in INT8 need not be those fastest in fp32); a real clock,
+    so only the mechanics are asserted."""
+    spec, model = conv_head_model
+    plan = make_plan(model, spec, small, PlanRequest(speedup=1.1, batch=2, round_to=16, runtime="ort-cpu-int8",
+                                                     budget_s=0.05, attempts=1), show=False)
+    assert plan.request["runtime"] == "ort-cpu-int8" and plan.table["key"]["runtime"] == "ort-cpu-int8"
+    assert plan.measured_speedup > 0 and plan.attempts

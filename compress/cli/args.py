@@ -80,6 +80,10 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int | None, lr: float | N
                    help="images per step (default: the recipe's); under torchrun the global batch over all "
                         "processes, each taking an equal share of it (it must divide evenly)")
     g.add_argument("--seed", type=int, default=0, help="seed for init, shuffling and augmentation (default 0)")
+    g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                   help="auto (default): bf16 autocast + channels_last on CUDA, fp32 on CPU; bf16: also on CPU (faster "
+                        "only on CPUs with bf16 units, AVX-512-BF16 or AMX: measure with python -m bench.cpu_bf16); "
+                        "fp32: everywhere")
     g.add_argument("--sync-bn", action="store_true",
                    help="under torchrun: BatchNorm statistics over the global batch, not each process's share "
                         "(for small per-process batches)")
@@ -350,5 +354,6 @@ def train_config(args, base=None):
 
     cfg = base or TrainConfig()
     changes = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size),
-                                 ("seed", args.seed)) if v is not None}
+                                 ("seed", args.seed), ("precision", getattr(args, "precision", None)))
+               if v is not None}
     return type(cfg)(**{**cfg.to_dict(), **changes})

@@ -93,6 +93,19 @@ def _bench_lines(folder: Path, rel: str, b: dict) -> list[str]:
         out.append(f"- {runtime}: **failed** ({reason})" if status == "failed" else f"- {runtime}: not measured ({reason})")
     if skipped:
         out.append("")
+    ship = [f for f in b.get("fastest") or [] if f["model"] != (models[0].get("name") if models else None)] \
+        or b.get("fastest") or []
+    if ship:
+        out += ["**Fastest way to ship on this machine** (per batch size, the fastest runtime × precision "
+                "measured; speed-up over the dense model in fp32):", ""]
+        for f in ship:
+            file = {"int8": "its INT8 file (`onnx/*.int8.onnx` for ONNX Runtime; `compress quantize --runtime "
+                            "openvino` for OpenVINO)", "bf16": "its fp32 ONNX or OpenVINO IR, run in bf16"}.get(
+                f["precision"], "its fp32 ONNX (or OpenVINO IR)")
+            out.append(f"- batch {f['batch_size']}: **{f['model']} on {f['runtime']}** ({f['precision']}), "
+                       f"{f['median_ms']:.2f} ms" + (f", {f['speedup']:.2f}× {f['reference']}" if f.get("speedup") else "")
+                       + f"; ship {file}")
+        out.append("")
     png = f"{rel}/bench/bench.png" if rel else "bench/bench.png"
     if (folder / png).is_file():
         out += [f"![latency]({png})", ""]
