@@ -139,3 +139,35 @@ def test_a_teacher_for_other_data_is_refused_before_training(tmp_path, capsys, t
     assert code == 2, err
     assert "the teacher" in err and "predicts 3 classes" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_imp_rounds_distil_and_resume(tmp_path, capsys, tiny_dense, monkeypatch):
+    """Two IMP rounds, each retrained with the teacher; an interrupted run resumes after its last
+    round with the same distillation (another alpha is another job: refused)."""
+    from compress.prune import schedule
+
+    _, dense_path = tiny_dense
+    run = tmp_path / "run"
+    args = ["unstructured", "--ratio", "0.6", "--imp", "2", "--epochs", "2", "--checkpoint", str(dense_path),
+            "--distill", "--out", str(run), "--no-slim", "--no-export", "--no-quantize", "--no-bench", "--no-report",
+            *TINY[4:8]]
+    calls = []
+    original = schedule.train
+
+    def interrupted(*a, **k):
+        calls.append(k.get("teacher"))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the machine went away during round 2
+        return original(*a, **k)
+
+    monkeypatch.setattr(schedule, "train", interrupted)
+    assert main(args) != 0  # the CLI turns the interruption into an exit code
+    capsys.readouterr()
+    assert all(t is not None and t.alpha == 0.5 for t in calls)
+    monkeypatch.setattr(schedule, "train", original)
+    assert main([*args, "--distill-alpha", "0.9", "--resume"]) == 2
+    assert "other settings" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert [r["round"] for r in manifest["rounds"]] == [1, 2] and manifest["status"] == "complete"
+    assert all("teacher_seconds" in h for r in manifest["rounds"] for h in r["history"])
