@@ -21,6 +21,7 @@ import torch
 from bench.harness.benchmark import run_benchmark
 from bench.harness.latency import Settings
 from bench.harness.models import BenchModel
+from bench.harness.output import fastest_lines
 from compress.console import err, out
 from compress.env import cpu_int8_flags
 from compress.errors import CompressError
@@ -58,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.quantize_speedup", description=__doc__.split("\n\n")[0])
     p.add_argument("--batch-sizes", default="1,64", help="comma-separated (default 1,64)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for ONNX Runtime (default 2)")
+    p.add_argument("--runtimes", default="ort-cpu,ort-cpu-int8",
+                   help="comma-separated; ort-cpu must be among them (the reference). With OpenVINO installed: "
+                        "ort-cpu,ort-cpu-int8,openvino-cpu,openvino-cpu-bf16,openvino-cpu-int8")
     p.add_argument("--budget", type=float, default=2.0, help="timed seconds per model and cell (default 2.0)")
     p.add_argument("--out", type=Path, default=Path("bench_results/quantize_speedup"),
                    help="where bench.json/csv/png go (replaced; default bench_results/quantize_speedup)")
@@ -66,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = ModelSpec("vgg13")
         found = models(spec)
         settings = Settings(batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),
-                            runtimes=("ort-cpu", "ort-cpu-int8"), device="cpu", threads=args.threads,
+                            runtimes=tuple(args.runtimes.split(",")), device="cpu", threads=args.threads,
                             budget_s=args.budget)
         report = run_benchmark(bench_models=found, out=args.out, settings=settings, force=True)
         size = sizes(report)
@@ -76,15 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     flags = cpu_int8_flags()
     out.print(f"VGG13, random weights, {report['machine']['cpu']}, {report['settings']['threads']} threads, "
               f"onnxruntime {report['machine'].get('onnxruntime')}; int8 instructions: {', '.join(flags) or 'none (no VNNI/AMX: INT8 may be no faster)'}")
-    out.print(f"{'model':<8} {'runtime':<13} {'batch':>5} {'median ms':>10} {'IQR ms':>7} {'vs dense fp32':>14} {'vs own fp32':>12}")
+    out.print(f"{'model':<8} {'runtime':<18} {'batch':>5} {'median ms':>10} {'IQR ms':>7} {'vs dense fp32 ORT':>18}")
+    reference = {r["batch_size"]: r["median_ms"] for r in report["results"]
+                 if r["model"] == "dense" and r["runtime"] == "ort-cpu" and r["status"] == "ok"}
     for r in report["results"]:
         if r["status"] != "ok":
-            out.print(f"{r['model']:<8} {r['runtime']:<13} {r['batch_size']:>5} skipped: {r['reason']}")
+            out.print(f"{r['model']:<8} {r['runtime']:<18} {r['batch_size']:>5} {r['status']}: {r['reason']}")
             continue
-        vs_dense = r["speedup_vs_dense_fp32"] if r["runtime"] == "ort-cpu-int8" else r["speedup_vs_dense"]
-        vs_own = f"{r['speedup_vs_fp32']:.2f}x" if r.get("speedup_vs_fp32") else ""
-        out.print(f"{r['model']:<8} {r['runtime']:<13} {r['batch_size']:>5} {r['median_ms']:10.2f} {r['iqr_ms']:7.2f} "
-                  f"{vs_dense:13.2f}x {vs_own:>12}")
+        vs_dense = reference[r["batch_size"]] / r["median_ms"] if r["batch_size"] in reference else float("nan")
+        out.print(f"{r['model']:<8} {r['runtime']:<18} {r['batch_size']:>5} {r['median_ms']:10.2f} {r['iqr_ms']:7.2f} "
+                  f"{vs_dense:17.2f}x")
+    for line in fastest_lines(report):
+        out.print(line)
     dense_fp32 = size["dense-fp32"]
     out.print("ONNX file sizes: " + ", ".join(f"{k} {v / 2**20:.2f} MiB ({v / dense_fp32:.3f}x)" for k, v in size.items()))
     for r in report["results"]:

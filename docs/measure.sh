@@ -103,5 +103,5 @@ t search_u compress quantize "$U" --data sample --max-drop 0 --out int8/u95.sear
 
 # OpenVINO and bf16 on this CPU (issue 27): every CPU runtime on the dense and the shipped 40% slim VGG13
 cd "$REPO"
-python -m bench.filter_speedup --runtimes ort-cpu,ort-cpu-int8,openvino-cpu,openvino-cpu-bf16,openvino-cpu-int8 | tee "$WORK/openvino.out"
+python -m bench.quantize_speedup --runtimes ort-cpu,ort-cpu-int8,openvino-cpu,openvino-cpu-bf16,openvino-cpu-int8 --out "$WORK/openvino" | tee "$WORK/openvino.out"
 python -m bench.cpu_bf16 | tee "$WORK/cpu_bf16.out"

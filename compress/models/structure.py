@@ -1,13 +1,16 @@
 """Which layers filter pruning may touch, and why not the others, from Torch-Pruning's graph.
 
-Filter pruning removes output channels, and with them every channel coupled to them. Two
-kinds of conv must keep all their filters:
+Filter pruning removes output channels (of convs) and output neurons (of linear layers: the
+hidden width of an MLP block in a ViT, Swin or ConvNeXt, a classifier's hidden layer), and with
+them every channel coupled to them. Some layers must keep all their outputs:
 - a conv whose channels reach the logits with no conv or linear layer in between (a conv
   classifier head, or a conv added to it): removing a filter would remove a class;
 - a conv whose channels a LayerNorm or GroupNorm normalises together (ConvNeXt, Swin): a zeroed
   channel still shifts the others' mean and variance, so masking would not be removal;
-- a conv that Torch-Pruning's dependency graph puts in no prunable group (an operation it
+- a layer that Torch-Pruning's dependency graph puts in no prunable group (an operation it
   cannot trace around), or a model the graph cannot be built for at all.
+A linear layer whose outputs are a transformer's residual stream is normalised by its LayerNorms,
+so it stays whole by the second rule; the MLP's hidden layer between two linears does not.
 
 `mark_fixed_filters` stores {conv weight name: reason} on the module (`FIXED_ATTR`), so that
 `ratios.prunable(model, "filter")` leaves those layers out of ratio files, allocations and the
@@ -22,6 +25,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 FIXED_ATTR = "_compress_fixed_filters"
+LAYERS = (nn.Conv2d, nn.Linear)  # what filter pruning narrows: conv filters, linear output neurons
 LOGITS = "produces the logits (or feeds them channel for channel): pruning a filter would remove a class"
 NORMALISED = ("its channels are normalised together by a LayerNorm or GroupNorm: a zeroed channel still changes "
               "the others' statistics, so the masked model and the slim one would differ")
@@ -52,13 +56,13 @@ def build_graph(model: nn.Module, example_inputs: torch.Tensor):
 
 
 def find_fixed_filters(model: nn.Module, example_inputs: torch.Tensor) -> dict[str, str]:
-    if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
+    if not any(isinstance(m, LAYERS) for m in model.modules()):
         return {}
     try:
         dg = build_graph(model, example_inputs)
     except Exception as e:  # noqa: BLE001 - a model TP cannot trace still prunes unstructured
         why = f"Torch-Pruning could not trace the model ({type(e).__name__}: {str(e)[:100]})"
-        return {f"{n}.weight": why for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+        return {f"{n}.weight": why for n, m in model.named_modules() if isinstance(m, LAYERS)}
     return fixed_in_graph(model, dg)
 
 
@@ -72,11 +76,11 @@ def _normalises_across(module) -> bool:
 
 def fixed_in_graph(model: nn.Module, dg) -> dict[str, str]:
     """`find_fixed_filters` on a dependency graph already built for `model` (one trace per caller)."""
-    convs = {m: f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    convs = {m: f"{n}.weight" for n, m in model.named_modules() if isinstance(m, LAYERS)}
     reaches = _reaches_output(dg)
     grouped: set[nn.Module] = set()
     fixed: dict[str, str] = {}
-    for group in dg.get_all_groups(root_module_types=[nn.Conv2d]):
+    for group in dg.get_all_groups(root_module_types=list(LAYERS)):
         members = [it.dep.target.module for it in group.items if dg.is_out_channel_pruning_fn(it.dep.handler)]
         group_convs = [m for m in members if m in convs]
         grouped.update(group_convs)
@@ -150,10 +154,10 @@ def layer_rows(model: nn.Module, example_inputs: torch.Tensor) -> list[dict]:
     for n, m in layers:
         name = f"{n}.weight"
         conv = isinstance(m, nn.Conv2d)
-        why = fixed.get(name) if conv else "a linear layer: filter pruning removes conv output channels only"
+        why = fixed.get(name)
         rows.append({"name": name, "type": type(m).__name__, "shape": list(m.weight.shape),
                      "params": m.weight.numel(), "param_share": m.weight.numel() / total_params,
                      "macs": macs.get(m, 0), "mac_share": macs.get(m, 0) / total_macs,
-                     "filter": conv and why is None, "why_not": why,
+                     "filter": why is None, "why_not": why,
                      "groups": m.groups if conv else 1})
     return rows

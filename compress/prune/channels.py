@@ -13,6 +13,7 @@ from compress.errors import CompressError
 from compress.models import ModelSpec
 from compress.models.structure import build_graph
 from compress.prune.masks import FilterGroup, filter_groups, group_score
+from compress.prune.ratios import prunable
 
 
 def model_from_checkpoint(ckpt: dict) -> nn.Module:
@@ -75,7 +76,8 @@ def remove_channels(model: nn.Module, example: torch.Tensor, round_to: int = 0,
     modules = dict(model.named_modules())
     for root, idxs in plan:
         module = modules[root]
-        group = dg.get_pruning_group(module, tp.prune_conv_out_channels, idxs)
+        prune_out = tp.prune_linear_out_channels if isinstance(module, nn.Linear) else tp.prune_conv_out_channels
+        group = dg.get_pruning_group(module, prune_out, idxs)
         if not dg.check_pruning_group(group):
             raise CompressError(f"Torch-Pruning refused to remove {len(idxs)} channels of {root}")
         group.prune()
@@ -105,4 +107,8 @@ def count_macs_params(model: nn.Module, spec: ModelSpec) -> tuple[int, int]:
 
 
 def conv_widths(model: nn.Module) -> dict[str, int]:
-    return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    """Output widths of the layers filter pruning may narrow: every conv, and the linear layers
+    it may prune (hidden MLP layers: `ratios.prunable`), by module name."""
+    linears = {n[: -len(".weight")] for n, w in prunable(model, "filter").items() if w.ndim == 2}
+    return {n: m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+            for n, m in model.named_modules() if isinstance(m, nn.Conv2d) or (isinstance(m, nn.Linear) and n in linears)}

@@ -74,9 +74,9 @@ def filter_groups(model: nn.Module, example_inputs: torch.Tensor, dg=None) -> li
     fixed = model.__dict__[FIXED_ATTR]
     names = {m: n for n, m in model.named_modules()}
     groups = []
-    for group in dg.get_all_groups(root_module_types=[nn.Conv2d]):
+    for group in dg.get_all_groups(root_module_types=[nn.Conv2d, nn.Linear]):
         root_module = group[0].dep.target.module
-        channels = root_module.out_channels
+        channels = root_module.out_channels if isinstance(root_module, nn.Conv2d) else root_module.out_features
         members: dict[str, list[int]] = {}
         convs, consumers = [], []
         channel_groups = 1
@@ -91,7 +91,7 @@ def filter_groups(model: nn.Module, example_inputs: torch.Tensor, dg=None) -> li
                     consumers.append(names[module])
                 continue
             order = [p for _, p in sorted(zip(to_root_idxs(idxs), to_plain_idxs(idxs)))]
-            if isinstance(module, nn.Conv2d):
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
                 convs.append(names[module])
                 members[f"{names[module]}.weight"] = order
                 if module.bias is not None:

@@ -21,7 +21,7 @@ import yaml
 from compress.errors import CompressError, did_you_mean
 from compress.io import atomic_write
 from compress.kinds import Kind
-from compress.models.structure import fixed_filters
+from compress.models.structure import FIXED_ATTR, fixed_filters
 
 KINDS = ("unstructured", "filter", "nm")
 ALLOCATIONS = ("uniform", "global")
@@ -31,10 +31,12 @@ def prunable(model: nn.Module, kind: str) -> dict[str, torch.Tensor]:
     """The weights a pruning kind may touch, by parameter name, in model order.
 
     unstructured / N:M: conv and linear weights (the classifier counts);
-    filter: conv weights (output filters), except those that must stay whole (the conv that
-    produces the logits, convs Torch-Pruning cannot handle: see `structure.py`).
+    filter: conv weights (output filters) and linear weights (output neurons), except those that
+    must stay whole (the layer that produces the logits, outputs a LayerNorm normalises, layers
+    Torch-Pruning cannot handle: see `structure.py`).
     """
-    types = (nn.Conv2d,) if kind == Kind.FILTER else (nn.Conv2d, nn.Linear)
+    traced = FIXED_ATTR in model.__dict__  # linear layers only once the graph said which may go
+    types = (nn.Conv2d, nn.Linear) if kind != Kind.FILTER or traced else (nn.Conv2d,)
     fixed = fixed_filters(model) if kind == Kind.FILTER else {}
     out = {}
     for mname, m in model.named_modules():
@@ -126,7 +128,8 @@ def check_ratios(table: dict, model: nn.Module, kind: str, where: str = "ratios"
             raise CompressError(f"{where}: {name!r} cannot be filter-pruned: {fixed_filters(model)[name]}",
                                 "remove it from the ratio file (`compress layers` lists what can be pruned)")
         if name not in allowed:
-            what = "conv weights (4-D)" if kind == Kind.FILTER else "conv and linear weights"
+            what = ("conv weights (4-D) and hidden linear layers" if kind == Kind.FILTER
+                    else "conv and linear weights")
             shape = tuple(params[name].shape)
             raise CompressError(f"{where}: {name!r} (shape {shape}) cannot be {kind}-pruned",
                                 f"{kind} pruning applies to {what}; did you mean {did_you_mean(name, allowed)[13:-1] or 'a conv weight'}?")
