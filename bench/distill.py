@@ -88,10 +88,30 @@ def compare(manifests: dict[int, dict], reference: dict[int, dict], split: str) 
     for seed in sorted(set(manifests) & set(reference)):
         a += unpack_correct(reference[seed]["result"][key])
         b += unpack_correct(manifests[seed]["result"][key])
-    r = paired(a, b)
-    return {"seeds": sorted(set(manifests) & set(reference)), "plain": round(r["acc_a"], 2),
-            "arm": round(r["acc_b"], 2), "diff": round(r["diff_points"], 2),
+    r = paired(b, a)  # stats.paired's difference is its first argument minus its second: arm - plain
+    return {"seeds": sorted(set(manifests) & set(reference)), "plain": round(r["acc_b"], 2),
+            "arm": round(r["acc_a"], 2), "diff": round(r["diff_points"], 2),
             "ci": [round(v, 2) for v in r["ci_points"]], "p": r["p_value"], "images": r["n"]}
+
+
+def markdown(results: dict) -> str:
+    """The README's table: per setting and arm, accuracy over seeds and the paired difference."""
+    rows = ["| setting | retraining | validation % (seeds) | vs cross-entropy, validation | test % (seeds) | "
+            "vs cross-entropy, test | s / epoch (teacher) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for setting, arms in results.get("settings", {}).items():
+        for arm, r in arms.items():
+            d = r.get("distill")
+            how = "cross-entropy" if d is None else (
+                f"distilled, alpha {d['alpha']:g}, T {d['temperature']:g}" + (", teacher " + Path(d["teacher"]).name
+                                                                               if d.get("teacher") else ""))
+            mean = lambda v: sum(v) / len(v)  # noqa: E731
+            cell = lambda c: (f"{c['diff']:+.2f} ({c['ci'][0]:+.2f} to {c['ci'][1]:+.2f}), p = {c['p']:.2g}"  # noqa: E731
+                              if c else "")
+            rows.append(f"| {setting} | {how} | {mean(r['val']):.2f} ({', '.join(f'{v:.2f}' for v in r['val'])}) | "
+                        f"{cell(r.get('vs_plain_val'))} | {mean(r['test']):.2f} "
+                        f"({', '.join(f'{v:.2f}' for v in r['test'])}) | {cell(r.get('vs_plain_test'))} | "
+                        f"{r['epoch_seconds']:.1f} ({r['teacher_seconds_per_epoch']:.1f}) |")
+    return "\n".join(rows) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                               f"{t['arm']:.2f} vs {t['plain']:.2f} ({t['diff']:+.2f}, {t['ci'][0]:+.2f} to "
                               f"{t['ci'][1]:+.2f}); epoch {r['epoch_seconds']} s, teacher "
                               f"{r['teacher_seconds_per_epoch']} s of it", soft_wrap=True)
-        out.print(f"wrote {args.out / 'distill.json'} ({results['machine']}, {results['threads']} threads)")
+        atomic_write(args.out / "distill.md", lambda tmp: tmp.write_text(markdown(results)))
+        out.print(f"wrote {args.out / 'distill.json'} and distill.md ({results['machine']}, "
+                  f"{results['threads']} threads)")
         return 0
     except CompressError as e:
         err.print(f"error: {e}")

@@ -90,16 +90,19 @@ python -m bench.distill --dense "$WORK/kd_dense.pt" --settings filter70 --arms p
 python -m bench.distill --dense "$WORK/kd_dense.pt" --settings unstructured95 --arms plain,kd --out "$WORK/distill"
 python -m bench.distill --dense "$WORK/kd_dense.pt" --settings filter70 --arms plain,teacher --teacher "$WORK/kd_teacher_e40.pt" --out "$WORK/distill"
 python -m bench.distill --dense "$WORK/kd_dense.pt" --settings filter40 --arms plain,kd --out "$WORK/distill"
-# INT8 of those models: static PTQ (the search only runs past the gate), per-tensor, and QAT
-cd "$WORK"
-U=$(ls distill/unstructured95/plain/seed_0/Omp_unstructured_0.95_acc_*.pt)
-F=$(ls distill/filter70/plain/seed_0/Omp_filter_0.70_acc_*.pt)
-for m in kd_dense.pt "$U" "$F"; do
-  t ptq_$(basename "$m" .pt) compress quantize "$m" --data sample --out "int8/$(basename "$m" .pt).int8.onnx" --force
-  t ptq_pt_$(basename "$m" .pt) compress quantize "$m" --data sample --per-tensor --out "int8/$(basename "$m" .pt).pt.int8.onnx" --force
+# INT8 of those models: static PTQ as it is (--no-search --accept-drop: the drop itself), per-tensor
+# weights, then QAT and the accuracy-aware search (forced with --max-drop 0) on the 95% model
+mkdir -p "$WORK/int8" && cd "$WORK/int8"
+cp "$WORK/kd_dense.pt" dense.pt
+cp "$WORK"/distill/unstructured95/plain/seed_0/Omp_unstructured_0.95_acc_*.pt u95.pt
+cp "$WORK"/distill/filter70/plain/seed_0/Omp_filter_0.70_acc_*.pt f70.pt
+for m in dense u95 f70; do
+  compress quantize $m.pt --data sample --out $m.int8.onnx --force --no-search --accept-drop | tee ptq_$m.out
+  compress quantize $m.pt --data sample --per-tensor --out $m.pt.int8.onnx --force --no-search --accept-drop | tee ptq_pt_$m.out
 done
-t qat_u compress quantize "$U" --data sample --qat 2 --out int8/u95.qat.int8.onnx --force
-t search_u compress quantize "$U" --data sample --max-drop 0 --out int8/u95.search.int8.onnx --force
+compress quantize u95.pt --data sample --qat 2 --out u95.qat.int8.onnx --force --accept-drop | tee qat_u95.out
+compress quantize u95.pt --data sample --max-drop 0 --out u95.search.int8.onnx --force --accept-drop | tee search_u95.out
+compress quantize dense.pt --data sample --runtime openvino --out dense.ov.int8.onnx --force --no-search --accept-drop | tee ov_dense.out
 
 # OpenVINO and bf16 on this CPU (issue 27): every CPU runtime on the dense and the shipped 40% slim VGG13
 cd "$REPO"

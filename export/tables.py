@@ -44,7 +44,9 @@ def quantize_table(r: dict) -> Table:
                  f"{100 * r['agreement']:.2f}%, largest logit difference {r['max_logit_diff']:.4f}"
                  + (f"; fp32 kept: {', '.join(r['excluded'])}" if r["excluded"] else "")
                  + (f"; after {r['qat_epochs']} epochs of QAT" if r.get("qat_epochs") else "")
-                 + (f"; {r['speedup']:.2f}x fp32's speed ({r['speedup_note']})" if r.get("speedup") else ""))
+                 + (f"; {r['speedup']:.2f}x fp32's speed ({r['speedup_note']})" if r.get("speedup") else "")
+                 + (f"; validation (the --max-drop gate, {r['val_images']} images): fp32 {r['val_fp32_acc']:.2f}%, "
+                    f"INT8 {r['val_int8_acc']:.2f}%, drop {r['val_drop']:+.2f}" if "val_drop" in r else ""))
     return t
 
 
