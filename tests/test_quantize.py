@@ -85,6 +85,7 @@ def test_drop_over_max_fails_and_keeps_fp32(fp32, tmp_path, capsys):
     assert not out.exists() and fp32.exists()
     assert main(["quantize", str(fp32), "--out", str(out), "--max-drop", "-5", "--calibration", "64",
                  "--accept-drop", "--no-search"]) == 0
+    assert "accepted a drop" in " ".join(capsys.readouterr().err.split())
     assert out.exists()
 
 
