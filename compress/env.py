@@ -69,6 +69,25 @@ def cpu_int8_flags() -> list[str]:
     return [f for f in INT8_FLAGS if f in flags]
 
 
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU has bf16 units (AVX-512-BF16, AMX): where PyTorch's bf16 autocast runs natively.
+    COMPRESS_CPU_BF16=0 makes it answer no (the test suite pins fp32 so that its numbers do not
+    depend on the CI machine's CPU)."""
+    if os.environ.get("COMPRESS_CPU_BF16", "1") == "0":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return any(flag in line.split() for flag in BF16_FLAGS)
+    except OSError:
+        pass
+    return False
+
+
 def machine() -> dict:
     """CPU, threads, GPU and versions, for benchmark headers and reports."""
     info = {
@@ -78,6 +97,7 @@ def machine() -> dict:
         "platform": platform.platform(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "cpu_int8": cpu_int8_flags(),
+        "cpu_bf16": cpu_has_bf16(),
     }
     info.update(versions())
     return info

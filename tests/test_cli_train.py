@@ -33,13 +33,25 @@ def test_train_one_epoch_writes_a_safe_checkpoint(tmp_path, capsys):
     assert code == 2 and "already exists" in err and "--force" in err
 
 
-def test_bf16_training_on_the_cpu_when_asked(small, one_thread):
-    """--precision bf16 trains in bf16 autocast + channels_last on the CPU too (fp32 weights, as on
-    CUDA); auto keeps the CPU in fp32. Both learn the same way: finite loss, weights moved."""
+def _cpuinfo_with(flag):
+    import io
+
+    return lambda *a, **k: io.StringIO(f"processor : 0\nflags : fpu sse2 {flag}\n")
+
+
+def test_bf16_training_on_the_cpu_when_asked(small, one_thread, monkeypatch):
+    """auto: bf16 autocast + channels_last on CUDA and on CPUs with bf16 units, fp32 on others;
+    --precision bf16|fp32 forces it. A bf16 run on the CPU learns (fp32 weights, finite loss)."""
     from compress.models import ModelSpec
     from compress.train import TrainConfig, train, uses_bf16
 
-    assert not uses_bf16(torch.device("cpu")) and uses_bf16(torch.device("cpu"), "bf16")
+    assert not uses_bf16(torch.device("cpu")) and uses_bf16(torch.device("cpu"), "bf16")  # the suite pins fp32
+    monkeypatch.setenv("COMPRESS_CPU_BF16", "1")
+    monkeypatch.setattr("builtins.open", _cpuinfo_with("avx512_bf16"), raising=True)
+    assert uses_bf16(torch.device("cpu"))  # auto: a CPU with bf16 units trains in bf16
+    monkeypatch.setattr("builtins.open", _cpuinfo_with("avx512_vnni"), raising=True)
+    assert not uses_bf16(torch.device("cpu")) and not uses_bf16(torch.device("cpu"), "fp32")
+    monkeypatch.undo()
     assert uses_bf16(torch.device("cuda")) and not uses_bf16(torch.device("cuda"), "fp32")
     with pytest.raises(CompressError, match="unknown precision"):
         uses_bf16(torch.device("cpu"), "fp8")
