@@ -83,8 +83,11 @@ OMP_NUM_THREADS=1 t ddp2syncb torchrun --nproc_per_node 2 -m compress train --ep
 # winning accuracy back (issue 26): a dense VGG13 (seed 0, 20 epochs), then OMP retraining with and
 # without distillation from it, three seeds each, compared pairwise on validation (bench.distill);
 # a stronger teacher (VGG13 trained 40 epochs, seed 1) at filter 70%; the shipped 40% filter file
+# (these students trained in fp32, as every CPU did before bf16 became the default on CPUs with
+# bf16 units: COMPRESS_CPU_BF16=0 keeps them so; the stronger teacher trained in bf16)
+export COMPRESS_CPU_BF16=0
 t kd_dense compress train --model vgg13 --data sample --out kd_dense.pt
-t kd_teacher compress train --model vgg13 --data sample --epochs 40 --seed 1 --out kd_teacher_e40.pt
+COMPRESS_CPU_BF16=1 t kd_teacher compress train --model vgg13 --data sample --epochs 40 --seed 1 --out kd_teacher_e40.pt
 cd "$REPO"
 python -m bench.distill --dense "$WORK/kd_dense.pt" --settings filter70 --arms plain,kd,kd_a0.9 --out "$WORK/distill"
 python -m bench.distill --dense "$WORK/kd_dense.pt" --settings unstructured95 --arms plain,kd --out "$WORK/distill"
@@ -108,3 +111,8 @@ compress quantize dense.pt --data sample --runtime openvino --out dense.ov.int8.
 cd "$REPO"
 python -m bench.quantize_speedup --runtimes ort-cpu,ort-cpu-int8,openvino-cpu,openvino-cpu-bf16,openvino-cpu-int8 --out "$WORK/openvino" | tee "$WORK/openvino.out"
 python -m bench.cpu_bf16 | tee "$WORK/cpu_bf16.out"
+# bf16 training on this CPU against the fp32 dense model above (same recipe and seed), on validation
+cd "$WORK"
+COMPRESS_CPU_BF16=1 t dense_bf16 compress train --model vgg13 --data sample --precision bf16 --out kd_dense_bf16.pt
+t compare_bf16 compress compare kd_dense.pt kd_dense_bf16.pt --split val --data sample
+unset COMPRESS_CPU_BF16
