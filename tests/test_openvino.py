@@ -39,6 +39,9 @@ def test_openvino_rows_are_measured_and_int8_runs_in_int8(dense, tmp_path):
     bf16 = rows[("openvino-cpu-bf16", 1)]
     assert bf16["status"] == ("ok" if ov_runtimes.cpu_has_bf16() else "skipped")
     assert "openvino" in report["machine"]
+    config = report["settings"]["openvino"]  # every setting that changes speed, recorded
+    assert config["openvino-cpu"]["INFERENCE_NUM_THREADS"] == 1 and config["openvino-cpu"]["NUM_STREAMS"] == 1
+    assert config["openvino-cpu-bf16"]["INFERENCE_PRECISION_HINT"] == "bf16"
     assert {(f["model"], f["batch_size"]) for f in report["fastest"]} == {("dense", 1), ("dense", 8)}
     assert all(f["reference"] == "dense fp32 on ort-cpu" for f in report["fastest"])
 

@@ -13,6 +13,7 @@ import torch
 from bench.harness.latency import Settings, measure
 from bench.harness.models import BenchModel, collect_models
 from bench.harness.output import fastest, write_csv, write_json
+from bench.harness.ov_runtimes import compile_config
 from bench.harness.plot import plot_bench
 from bench.harness.registry import get_runtimes
 from bench.harness.runtimes import Context
@@ -69,6 +70,9 @@ def run_benchmark(models: list[Path | str] | None = None, run: Path | str | None
         "machine": {**machine(), "load_avg_1m": {"before": load_before, "after": _load()}},
         "settings": {**settings.to_dict(), "runtimes": [r.name for r in runtimes], "threads": ctx.threads,
                      "device": str(device), "reference": found[0].name,
+                     "openvino": {name: compile_config(ctx.threads, hint) for name, hint in
+                                  (("openvino-cpu", "f32"), ("openvino-cpu-bf16", "bf16"), ("openvino-cpu-int8", "f32"))
+                                  if name in [r.name for r in runtimes]},
                      "cudnn_benchmark": device.type == "cuda",
                      "clock": "around each call; per row: cuda-events (torch on CUDA, synchronised) or "
                               "perf_counter (CPU, ONNX Runtime: synchronous calls)"},
