@@ -85,7 +85,7 @@ def search(first: Attempt, try_file: Callable[[str, str, tuple[str, ...]], Attem
         return _fastest(ok), tried
     best = min(tried, key=lambda a: a.drop)
     excluded = list(best.excluded)
-    for layer in worst(best)[:max_fp32_layers]:  # 3. the worst layers in fp32, one more at a time
+    for layer in worst(best)[:max_fp32_layers] if max_fp32_layers > 0 else []:  # 3. worst layers in fp32
         if layer in excluded:
             continue
         excluded.append(layer)

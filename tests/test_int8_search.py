@@ -145,3 +145,11 @@ def test_qat_option_through_the_cli(pruned, tmp_path, capsys):
     assert main(["quantize", str(onnx_only), "--qat", "1", "--out", str(tmp_path / "x.onnx")]) == 2
     assert "pass the checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_no_search_tries_nothing_else_and_never_runs_the_layer_debugger():
+    def worst(attempt):
+        raise AssertionError("the QDQ debugger ran although the search is off")
+
+    first = _attempt("calibration minmax", 2.0, 3.0)
+    assert search(first, None, worst, 0.5, methods=(), max_fp32_layers=0) == (None, [first])
