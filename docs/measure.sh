@@ -82,7 +82,7 @@ OMP_NUM_THREADS=1 t ddp2syncb torchrun --nproc_per_node 2 -m compress train --ep
 
 # winning accuracy back (issue 26): a dense VGG13 (seed 0, 20 epochs), then OMP retraining with and
 # without distillation from it, three seeds each, compared pairwise on validation (bench.distill);
-# a stronger teacher (VGG13 trained 40 epochs, seed 1) at filter 70%; the shipped 40% filter file
+# a stronger teacher (VGG13 trained 40 epochs, seed 1) at filter 70%
 # (these students trained in fp32, as every CPU did before bf16 became the default on CPUs with
 # bf16 units: COMPRESS_CPU_BF16=0 keeps them so; the stronger teacher trained in bf16)
 export COMPRESS_CPU_BF16=0
@@ -92,7 +92,6 @@ cd "$REPO"
 python -m bench.distill --dense "$WORK/kd_dense.pt" --settings filter70 --arms plain,kd,kd_a0.9 --out "$WORK/distill"
 python -m bench.distill --dense "$WORK/kd_dense.pt" --settings unstructured95 --arms plain,kd --out "$WORK/distill"
 python -m bench.distill --dense "$WORK/kd_dense.pt" --settings filter70 --arms plain,teacher --teacher "$WORK/kd_teacher_e40.pt" --out "$WORK/distill"
-python -m bench.distill --dense "$WORK/kd_dense.pt" --settings filter40 --arms plain,kd --out "$WORK/distill"
 # INT8 of those models: static PTQ as it is (--no-search --accept-drop: the drop itself), per-tensor
 # weights, then QAT and the accuracy-aware search (forced with --max-drop 0) on the 95% model
 mkdir -p "$WORK/int8" && cd "$WORK/int8"
