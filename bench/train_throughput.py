@@ -7,9 +7,10 @@ of exactly `steps` batches (the bundled sample, repeated), and timed the way it 
 (wall clock over the epoch's steps, device synchronised at the end; its evaluation after the
 epoch is not counted). The plain loop is the textbook step (forward, cross-entropy, backward,
 SGD step) over the same model, batch size and data, with random batches normalised on the
-device and no augmentation: the cheapest honest baseline. On CUDA both use bf16 autocast and
-channels_last, as the toolchain does. With `--masks`, the toolchain's masked-retraining step
-(MaskEnforcer, 80% unstructured masks) runs too and is compared with the unmasked one.
+device and no augmentation: the cheapest honest baseline. Both train in the precision the toolchain
+picks (`compress.train.uses_bf16`: bf16 autocast and channels_last on CUDA and on CPUs with bf16
+units). With `--masks`, the toolchain's masked-retraining step (MaskEnforcer, 80% unstructured
+masks) runs too and is compared with the unmasked one.
 
 Runs are interleaved (plain, toolchain, masked; then the order rotates), after one untimed
 warm-up run of each; the ratios are of medians over runs, with the per-run ratios' range.
@@ -33,7 +34,7 @@ from compress.errors import CompressError
 from compress.models import ModelSpec
 from compress.prune.masks import unstructured_masks
 from compress.prune.ratios import allocate
-from compress.train import TrainConfig, autocast, train
+from compress.train import TrainConfig, autocast, train, uses_bf16
 
 TARGET_RATIO = 0.95
 
@@ -69,8 +70,9 @@ class PlainLoop:
     def __init__(self, spec: ModelSpec, data: Dataset, batch_size: int, device: torch.device):
         torch.manual_seed(0)
         self.cuda = device.type == "cuda"
+        self.bf16 = uses_bf16(device)  # the precision the toolchain's loop trains in here
         self.model = spec.build().to(device)
-        if self.cuda:
+        if self.bf16:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.05, momentum=0.9)
         self.data, self.batch_size, self.device = data, batch_size, device
@@ -87,9 +89,9 @@ class PlainLoop:
         for i in range(steps):
             idx = order[i * bs:(i + 1) * bs]
             xb = (x[idx].float() - self.mean) / self.std
-            if self.cuda:
+            if self.bf16:
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            with autocast(self.device):
+            with autocast(self.device, self.bf16):
                 loss = F.cross_entropy(self.model(xb), y[idx])
             self.opt.zero_grad(set_to_none=True)
             loss.backward()

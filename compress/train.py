@@ -173,9 +173,10 @@ def uses_bf16(device: torch.device, precision: str = "auto") -> bool:
     return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
 
 
-def autocast(device: torch.device, precision: str = "auto"):
-    """bf16 autocast where `uses_bf16`; plain fp32 elsewhere."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device, precision))
+def autocast(device: torch.device, bf16: bool | None = None):
+    """bf16 autocast: in training where `uses_bf16` said so (`bf16`, decided once per run, not per
+    step); in evaluation (`bf16=None`) on CUDA only, so accuracies measured on a CPU stay fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" if bf16 is None else bf16)
 
 
 @torch.no_grad()
@@ -309,7 +310,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
                 torch.cuda.reset_peak_memory_stats(device)
             loss_sum, correct, seen, teacher_s = train_one_epoch(net, loader, optimizer, scheduler, enforcer, cfg,
                                                                  device, on_step=shown if show else None,
-                                                                 teacher=teacher)
+                                                                 teacher=teacher, bf16=bf16)
             seconds = time.perf_counter() - t0
             train_seconds += seconds
             if world.distributed:  # the epoch's loss and accuracy over every rank's images
@@ -350,7 +351,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, device: torch.de
 
 def train_one_epoch(net: nn.Module, loader: Loader, optimizer, scheduler, enforcer: MaskEnforcer | None,
                     cfg: TrainConfig, device: torch.device, on_step=None,
-                    teacher: Teacher | None = None) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+                    teacher: Teacher | None = None,
+                    bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor, int, float]:
     """One pass over `loader`: (summed loss, correct predictions, images, seconds in the teacher).
     Loss and accuracy accumulate on the device, so nothing waits for the GPU except `on_step`
     (every 10 steps); the teacher is timed with CUDA events there, with the clock on CPU."""
@@ -360,7 +362,7 @@ def train_one_epoch(net: nn.Module, loader: Loader, optimizer, scheduler, enforc
     seen = 0
     clock = _Stopwatch(device)
     for i, (xb, yb) in enumerate(loader):
-        with autocast(device, cfg.precision):
+        with autocast(device, bf16):
             if teacher is not None:
                 with clock:
                     teacher_logits = teacher.logits(xb)

@@ -43,12 +43,14 @@ def test_bf16_training_on_the_cpu_when_asked(small, one_thread, monkeypatch):
     """auto: bf16 autocast + channels_last on CUDA and on CPUs with bf16 units, fp32 on others;
     --precision bf16|fp32 forces it. A bf16 run on the CPU learns (fp32 weights, finite loss)."""
     from compress.models import ModelSpec
-    from compress.train import TrainConfig, train, uses_bf16
+    from compress.train import TrainConfig, autocast, train, uses_bf16
 
     assert not uses_bf16(torch.device("cpu")) and uses_bf16(torch.device("cpu"), "bf16")  # the suite pins fp32
     monkeypatch.setenv("COMPRESS_CPU_BF16", "1")
     monkeypatch.setattr("builtins.open", _cpuinfo_with("avx512_bf16"), raising=True)
     assert uses_bf16(torch.device("cpu"))  # auto: a CPU with bf16 units trains in bf16
+    with autocast(torch.device("cpu")):  # ... and evaluates in fp32: accuracies stay comparable
+        assert not torch.is_autocast_enabled("cpu")
     monkeypatch.setattr("builtins.open", _cpuinfo_with("avx512_vnni"), raising=True)
     assert not uses_bf16(torch.device("cpu")) and not uses_bf16(torch.device("cpu"), "fp32")
     monkeypatch.undo()
