@@ -18,8 +18,6 @@ from pathlib import Path
 
 from bench.harness.models import BenchModel
 from bench.harness.runtimes import Context, Failed, Runtime, Skipped
-from compress.data import load_dataset
-from compress.errors import CompressError
 
 WEIGHTED_LAYERS = ("Convolution", "FullyConnected", "MatMul", "GroupConvolution")
 
@@ -95,7 +93,7 @@ class OpenVinoCPUInt8(OpenVinoCPU):
     help = "OpenVINO CPU plugin, INT8 (static QDQ U8S8, per-channel weights; the rest fp32)"
 
     def onnx_file(self, model, ctx):
-        return openvino_int8_path(model, ctx)
+        return ctx.int8_path(model, activations="u8")  # U8S8: the scheme OpenVINO runs in int8
 
     def load(self, model, ctx):
         compiled = super().load(model, ctx)
@@ -103,29 +101,6 @@ class OpenVinoCPUInt8(OpenVinoCPU):
         if not any(p in ("i8", "u8") for p in precisions):
             raise Failed(f"OpenVINO ran no layer in int8 ({precisions}): this would be fp32 speed")
         return compiled
-
-
-def openvino_int8_path(model: BenchModel, ctx: Context) -> Path:
-    """The fp32 ONNX file quantized once with unsigned activations (U8S8), calibrated like
-    ort-cpu-int8's file on 256 training images."""
-    cache = ctx.__dict__.setdefault("_ov_int8", {})
-    if model.name not in cache:
-        try:
-            from export.quantize import CalibrationReader, calibration_images, quantize_file
-
-            fp32 = ctx.onnx_path(model)
-            data = load_dataset(model.meta.get("data_source") or "sample", quiet=True, image_size=model.spec.image_size)
-            x, y = calibration_images(data, 256)
-            contract = {"mean": model.meta.get("mean") or data.mean, "std": model.meta.get("std") or data.std}
-            path = fp32.with_name(fp32.stem + ".u8s8.onnx")
-            quantize_file(fp32, path, CalibrationReader(x, y, contract), activations="u8")
-            cache[model.name] = path
-        except (CompressError, ImportError, RuntimeError, ValueError) as e:
-            cache[model.name] = Failed(f"INT8 quantization failed: {type(e).__name__}: {str(e)[:160]}")
-    found = cache[model.name]
-    if isinstance(found, (Skipped, Failed)):
-        raise found
-    return found
 
 
 OPENVINO_RUNTIMES = (OpenVinoCPU(), OpenVinoCPUBF16(), OpenVinoCPUInt8())

@@ -74,11 +74,13 @@ class Context:
             raise found
         return found
 
-    def int8_path(self, model: BenchModel) -> Path:
-        """The model's fp32 ONNX file quantized once (static QDQ S8S8, per-channel weights),
-        calibrated on 256 training images of the data it was trained on (the bundled sample
-        when that is unknown); accuracy is `compress quantize`'s job, speed is this one's."""
-        if model.name not in self._int8:
+    def int8_path(self, model: BenchModel, activations: str = "s8") -> Path:
+        """The model's fp32 ONNX file quantized once (static QDQ, per-channel weights; activations
+        "s8" for ONNX Runtime, "u8" for OpenVINO), calibrated on 256 training images of the data it
+        was trained on (the bundled sample when that is unknown); accuracy is `compress quantize`'s
+        job, speed is this one's."""
+        key = (model.name, activations)
+        if key not in self._int8:
             try:
                 from export.quantize import CalibrationReader, calibration_images, quantize_file
 
@@ -87,13 +89,14 @@ class Context:
                                     image_size=model.spec.image_size)
                 x, y = calibration_images(data, 256)
                 contract = {"mean": model.meta.get("mean") or data.mean, "std": model.meta.get("std") or data.std}
-                path = fp32.with_name(fp32.stem + ".int8.onnx")
-                quantize_file(fp32, path, CalibrationReader(x, y, contract))
-                model.int8_bytes = path.stat().st_size
-                self._int8[model.name] = path
+                path = fp32.with_name(fp32.stem + (".int8.onnx" if activations == "s8" else ".u8s8.onnx"))
+                quantize_file(fp32, path, CalibrationReader(x, y, contract), activations=activations)
+                if activations == "s8":
+                    model.int8_bytes = path.stat().st_size
+                self._int8[key] = path
             except (CompressError, ImportError, RuntimeError, ValueError) as e:
-                self._int8[model.name] = Failed(f"INT8 quantization failed: {type(e).__name__}: {str(e)[:160]}")
-        found = self._int8[model.name]
+                self._int8[key] = Failed(f"INT8 quantization failed: {type(e).__name__}: {str(e)[:160]}")
+        found = self._int8[key]
         if isinstance(found, (Skipped, Failed)):
             raise found
         return found
