@@ -180,11 +180,16 @@ def make_teacher(distill: Distill, dense: dict, data: Dataset, device: torch.dev
     return teacher, info
 
 
+def teacher_summary(info: dict) -> str:
+    """'vgg13, 73.10% on val': the teacher a manifest's `distill` records, with its accuracy."""
+    acc = next((f", {v:.2f}% on {k.split('_')[1]}" for k, v in info.items() if k.endswith("_accuracy")), "")
+    return f"{info.get('teacher_model', '?')}{acc}"
+
+
 def distill_line(info: dict) -> str:
     """What the run distils from, in one line."""
-    acc = next((f"{v:.2f}% on {k.split('_')[1]}" for k, v in info.items() if k.endswith("_accuracy")), "")
     source = info["teacher"] or "the dense model"
-    return (f"[bold]distillation[/bold]: teacher {source} ({info['teacher_model']}, {acc}, {info['teacher_mib']:.1f} "
+    return (f"[bold]distillation[/bold]: teacher {source} ({teacher_summary(info)}, {info['teacher_mib']:.1f} "
             f"MiB of weights), alpha {info['alpha']:g}, temperature {info['temperature']:g}")
 
 

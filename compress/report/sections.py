@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from compress.analysis.comparisons import correctness, one_seed, sentence
 from compress.kinds import Kind
+from compress.prune.schedule import teacher_summary
 from compress.prune.sparsity import DEFINITIONS
 from compress.report.figures import dense_accuracy
 from compress.report.markdown import fmt_acc, fmt_pct, link, md_table, split_sizes
@@ -91,8 +92,7 @@ def _distilled(d: dict | None) -> str:
     """The retraining's distillation, in a few words ('' without it)."""
     if not d:
         return ""
-    acc = next((f", {v:.2f}% on {k.split('_')[1]}" for k, v in d.items() if k.endswith("_accuracy")), "")
-    return (f"; distilled from {d.get('teacher') or 'the dense model'} ({d.get('teacher_model', '?')}{acc}), "
+    return (f"; distilled from {d.get('teacher') or 'the dense model'} ({teacher_summary(d)}), "
             f"alpha {d['alpha']:g}, temperature {d['temperature']:g}")
 
 
