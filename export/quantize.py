@@ -141,14 +141,18 @@ def quantize(fp32: Path, out: Path | None, data: Dataset, *, calibration: int = 
     out.parent.mkdir(parents=True, exist_ok=True)  # every input checked: now the folder may appear
     work = Path(tempfile.mkdtemp(prefix=".quantize-", dir=out.parent))
     try:
-        pre = work / "pre.onnx"
+        pre = work / "pre.onnx"  # pre-processed once: every attempt on the fp32 file, and the layer debugger, read it
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
         zeros: dict[Path, float] = {}
 
         def try_file(name: str, how: str, excluded: tuple[str, ...], source: Path = fp32, epochs: int = 0) -> Attempt:
             staged = work / f"attempt_{len(zeros)}.onnx"
-            zeros[staged] = quantize_file(source, staged, CalibrationReader(cx, cy, contract), proto=proto,
-                                          method=how, per_channel=per_channel, exclude=excluded,
-                                          pre=pre if source == fp32 else None, activations=activations)
+            reader = CalibrationReader(cx, cy, contract)
+            if source == fp32:
+                zeros[staged] = _quantize_static(pre, staged, reader, proto, how, per_channel, excluded, activations)
+            else:  # a QAT-tuned model: its own pre-processing
+                zeros[staged] = quantize_file(source, staged, reader, proto=proto, method=how, per_channel=per_channel,
+                                              exclude=excluded, activations=activations)
             scores = evaluate_pair(fp32, staged, data, contract, split=gate_split, runtime=runtime)
             return Attempt(name, staged, how, excluded, round(scores["fp32_acc"] - scores["int8_acc"], 2),
                            scores["fp32_acc"], scores["int8_acc"], qat_epochs=epochs)
@@ -173,8 +177,9 @@ def quantize(fp32: Path, out: Path | None, data: Dataset, *, calibration: int = 
                 timed=timed)
         shipped = chosen or min(attempts, key=lambda a: a.drop)
         report = {"fp32": str(fp32), "int8": str(out), "method": shipped.method, "per_channel": per_channel,
-                  "format": f"QDQ, {activations.upper()}S8", "runtime": {"ort": "ONNX Runtime CPU",
-                                                                         "openvino": "OpenVINO CPU"}[runtime], "calibration_images": int(cx.shape[0]), "calibration_split": "train",
+                  "format": f"QDQ, {activations.upper()}S8",
+                  "runtime": {"ort": "ONNX Runtime CPU", "openvino": "OpenVINO CPU"}[runtime],
+                  "calibration_images": int(cx.shape[0]), "calibration_split": "train",
                   "excluded": list(shipped.excluded), "qat_epochs": shipped.qat_epochs,
                   "fp32_bytes": fp32.stat().st_size, "int8_bytes": shipped.file.stat().st_size,
                   "int8_weight_zero_fraction": zeros[shipped.file], "speedup": shipped.speedup,
@@ -265,7 +270,8 @@ def resolve_exclude(proto, exclude, where: str) -> tuple[str, ...]:
     return tuple(resolved)
 
 
-def _copy_metadata(src, dst, method: str, per_channel: bool, calibration: int, exclude, activations: str = "s8") -> None:
+def _copy_metadata(src, dst, method: str, per_channel: bool, calibration: int, exclude,
+                   activations: str = "s8") -> None:
     del dst.metadata_props[:]
     for p in src.metadata_props:
         e = dst.metadata_props.add()
