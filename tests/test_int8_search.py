@@ -141,6 +141,11 @@ def test_qat_option_through_the_cli(pruned, tmp_path, capsys):
                  "--max-drop", "100"]) == 0
     assert "after 1 epochs of QAT" in " ".join(capsys.readouterr().out.split())
     assert (tmp_path / "pruned.int8.onnx").exists()
+    # QAT that misses the gate: one error naming the layers that lose most, no INT8 file
+    assert main(["quantize", str(local), "--calibration", "64", "--data", "sample", "--qat", "1", "--max-drop", "-100",
+                 "--out", str(tmp_path / "missed.onnx")]) == 2
+    assert "the layers that lose most" in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "missed.onnx").exists()
     onnx_only = tmp_path / "pruned.onnx"
     assert main(["quantize", str(onnx_only), "--qat", "1", "--out", str(tmp_path / "x.onnx")]) == 2
     assert "pass the checkpoint" in capsys.readouterr().err
