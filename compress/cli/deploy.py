@@ -168,7 +168,6 @@ def _exported_from(onnx_path: Path, checkpoint: Path) -> bool:
                and Path(m.get("source", "")).resolve() == checkpoint.resolve() for m in index.get("models", []))
 
 
-
 @command
 class Quantize(Command):
     name = "quantize"
