@@ -23,6 +23,7 @@ import datetime
 import gc
 import json
 import re
+import sys
 import tempfile
 import time
 import traceback
@@ -69,8 +70,15 @@ FIXED_SIZE_ARGS = {"vit_": "image_size", "maxvit": "input_size"}  # torchvision 
 NATIVE = {"inception_v3": 299, "maxvit_t": 224}
 
 
-def family(name: str) -> str:
-    return re.sub(r"(_?\d.*|_[a-z]$)", "", name.split("_patch")[0]) or name
+def family(source: str, name: str) -> str:
+    """The module that defines the builder (torchvision.models.efficientnet -> efficientnet)."""
+    try:
+        if source == "torchvision":
+            return torchvision.models.get_model_builder(name).__module__.rsplit(".", 1)[-1]
+        import timm
+        return timm.models.model_entrypoint(name).__module__.rsplit(".", 1)[-1]
+    except Exception:  # noqa: BLE001 - an unknown name is reported by the build step
+        return re.sub(r"(_?\d.*|_[a-z]$)", "", name) or name
 
 
 def model_list(source: str, names: str | None) -> list[str]:
@@ -89,15 +97,38 @@ def build_spec(source: str, name: str, size: int) -> ModelSpec:
     if source == "torchvision" and prefix:
         key = FIXED_SIZE_ARGS[prefix]
         args[key] = size if key == "image_size" else [size, size]
+    if source == "timm" and _timm_fixed_size(name):
+        args["img_size"] = size  # ViT, DeiT, Swin, LeViT, EfficientFormer: built for the size
     if source == "torchvision" and name in ("resnet18", "mobilenet_v2"):
         args["cifar_stem"] = False  # torchvision's own builder, not the registry's CIFAR variant
     return ModelSpec(f"{source}:{name}", 10, 1.0, size, args=args)
 
 
-def memory_gb(model: torch.nn.Module) -> float:
-    """What one model costs through this path: the model, its gradients, momentum, the slim and
-    masked copies, the ONNX and INT8 files in memory: about 8 copies of the weights."""
-    return 8 * sum(p.numel() for p in model.parameters()) * 4 / 2**30
+TRAIN_BATCH = 32
+
+
+def _timm_fixed_size(name: str) -> bool:
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    return bool(cfg is not None and getattr(cfg, "fixed_input_size", False))
+
+
+def memory_gb(model: torch.nn.Module, example: torch.Tensor) -> float:
+    """What one model costs through this path: about 8 copies of the weights (the model, its
+    gradients, momentum, the slim and masked copies, the ONNX and INT8 files in memory) plus the
+    activations a training batch keeps for backward (every module's output, measured at batch 1)."""
+    sizes: list[int] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.numel() if torch.is_tensor(o) else 0))
+             for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model.eval()(example[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    weights = 8 * sum(p.numel() for p in model.parameters())
+    return (weights + 2 * TRAIN_BATCH * sum(sizes)) * 4 / 2**30
 
 
 def data_at(size: int, base: Dataset) -> Dataset:
@@ -109,13 +140,13 @@ def data_at(size: int, base: Dataset) -> Dataset:
 
 
 def run_one(source: str, name: str, size: int, base: Dataset, work: Path, max_gb: float, latency: bool = True) -> dict:
-    row = {"model": name, "family": family(name), "status": "ok", "reason": None, "image_size": size}
+    row = {"model": name, "family": family(source, name), "status": "ok", "reason": None, "image_size": size}
     t0 = time.perf_counter()
     try:
         spec = build_spec(source, name, size)
         row["image_size"] = spec.image_size
         model = spec.build()
-        need = memory_gb(model)
+        need = memory_gb(model, spec.example_input())
         if need > max_gb:
             row.update(status="not run", reason=f"needs about {need:.0f} GB (over --max-gb {max_gb:g})")
             return row
@@ -128,7 +159,7 @@ def run_one(source: str, name: str, size: int, base: Dataset, work: Path, max_gb
         ratios = allocate(model, "filter", RATIO)
         masks = filter_masks(model, ratios, example)
         apply_masks(model, masks)
-        train(model, data, TrainConfig(epochs=1, batch_size=128, lr=0.01, warmup_epochs=0, eval_every=0), masks=masks,
+        train(model, data, TrainConfig(epochs=1, batch_size=TRAIN_BATCH, lr=0.01, warmup_epochs=0, eval_every=0), masks=masks,
               show=False)
         model.eval()
         dense = spec.build().eval()
@@ -176,6 +207,13 @@ def out_stem(source: str) -> str:
     return "zoo" if source == "torchvision" else f"zoo_{source}"
 
 
+def earlier_commands(args) -> list[str]:
+    """The commands of the runs that wrote the rows being resumed."""
+    path = args.out / f"{out_stem(args.source)}.json"
+    doc = json.loads(path.read_text()) if args.resume and path.is_file() else {}
+    return doc.get("commands") or ([doc["command"]] if "command" in doc else [])
+
+
 def earlier_rows(args) -> list[dict]:
     """The rows an interrupted run of the same source and image size wrote (none otherwise),
     less those that failed (a bug of ours, perhaps fixed since)."""
@@ -186,29 +224,30 @@ def earlier_rows(args) -> list[dict]:
     if doc.get("source") != args.source or doc.get("image_size") != args.image_size:
         raise CompressError(f"{path} holds a run of {doc.get('source')} at {doc.get('image_size')} px",
                             "resume with the same --source and --image-size, or choose another --out")
-    return [r for r in doc.get("rows", []) if r.get("status") != "failed"]  # a failure is ours: run it again
+    redo = set(args.redo.split(",")) if args.redo else set()
+    # a failure is ours, perhaps fixed since: run it again, with the models named in --redo
+    return [r for r in doc.get("rows", []) if r.get("status") != "failed" and r["model"] not in redo]
 
 
-def write(rows: list[dict], args, started: str, done: bool) -> None:
+def write(rows: list[dict], args, started: str, done: bool, commands: list[str]) -> None:
     doc = {"format": "compress-zoo/1", "source": args.source, "image_size": args.image_size, "ratio": RATIO,
            "machine": machine(), "versions": versions(), "started": started, "finished": done,
-           "command": f"python -m bench.zoo --source {args.source} --image-size {args.image_size} --max-gb {args.max_gb:g}"
-                      + (f" --models {args.models}" if args.models else ""), "rows": rows}
+           "commands": commands, "rows": rows}
     stem = out_stem(args.source)
     atomic_write(args.out / f"{stem}.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1)))
     atomic_write(args.out / f"{stem}.md", lambda tmp: tmp.write_text(markdown(doc)))
 
 
 def markdown(doc: dict) -> str:
-    rows = doc["rows"]
+    rows = sorted(doc["rows"], key=lambda r: r["model"])
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "refused", "failed", "not run")}
     m = doc["machine"]
     lines = [f"# Model zoo: {doc['source']}", "",
              f"Every {doc['source']} classifier through build -> layers -> OMP filter {doc['ratio']:.0%} -> one "
              "masked training step -> slim -> ONNX + parity -> INT8 -> ONNX Runtime CPU latency (batch 1). Random "
              "init: this checks the mechanics, not accuracy.", "",
-             f"- generated by `{doc['command']}` ({'complete' if doc['finished'] else 'unfinished'}), "
-             f"{doc['started']}",
+             "- generated by " + " then ".join(f"`{c}`" for c in doc["commands"])
+             + f" ({'complete' if doc['finished'] else 'unfinished'}; last run started {doc['started']})",
              f"- machine: {m.get('cpu', '?')}, {m.get('cpu_count', '?')} CPUs; versions: "
              + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()),
              f"- {len(rows)} models: " + ", ".join(f"{v} {k}" for k, v in counts.items()), "",
@@ -236,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-latency", action="store_true", help="skip the latency step (the tests' quick subset)")
     ap.add_argument("--resume", action="store_true",
                     help="keep the rows of an earlier run in --out (same source and image size) and run the rest")
+    ap.add_argument("--redo", default=None, help="with --resume: comma-separated models to run again")
     ap.add_argument("--out", type=Path, default=Path("docs"),
                     help="folder for zoo.md/zoo.json (timm: zoo_timm.md/.json; default docs)")
     args = ap.parse_args(argv)
@@ -247,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"[bold red]error:[/bold red] {e}", soft_wrap=True)
         return 2
     done = {r["model"] for r in rows}
+    command = " ".join(["python -m bench.zoo", *(argv if argv is not None else sys.argv[1:])])
+    commands = [*earlier_commands(args), command]
     names = [n for n in model_list(args.source, args.models) if n not in done]
     with tempfile.TemporaryDirectory(prefix="zoo-") as work:
         for i, name in enumerate(names):
@@ -255,11 +297,11 @@ def main(argv: list[str] | None = None) -> int:
             err.print(f"{row['status']} ({row['seconds']} s){': ' + row['reason'][:120] if row['reason'] else ''}",
                       soft_wrap=True)
             rows.append(row)
-            write(rows, args, started, done=False)
+            write(rows, args, started, done=False, commands=commands)
             for f in Path(work).iterdir():
                 f.unlink()
             gc.collect()
-    write(rows, args, started, done=True)
+    write(rows, args, started, done=True, commands=commands)
     out.print(f"{sum(r['status'] == 'ok' for r in rows)}/{len(rows)} ok; written to {args.out}")
     return 0
 

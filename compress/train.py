@@ -205,11 +205,18 @@ def _predictions(model: nn.Module, data: Dataset, device: torch.device, batch_si
         model.train(was_training)
 
 
+def eval_batch(data: Dataset) -> int:
+    """Evaluation batch: 500 images at CIFAR's 32 px, fewer as images grow (same pixels per
+    batch, at least 16), so a 224 px MaxViT evaluates in a few GB rather than tens."""
+    return max(16, 500 * 32 * 32 // (data.image_size ** 2))
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset, device: torch.device | str | None = None,
-             batch_size: int = 500, split: str = "test") -> tuple[float, float]:
+             batch_size: int | None = None, split: str = "test") -> tuple[float, float]:
     """Top-1 accuracy (%) and mean cross-entropy on a split."""
     device = torch.device(device or next(model.parameters()).device)
+    batch_size = batch_size or eval_batch(data)
     correct = torch.zeros((), device=device)
     loss_sum = torch.zeros((), device=device)
     n = 0
@@ -222,9 +229,10 @@ def evaluate(model: nn.Module, data: Dataset, device: torch.device | str | None 
 
 @torch.no_grad()
 def correct_per_image(model: nn.Module, data: Dataset, device: torch.device | str | None = None,
-                      batch_size: int = 500, split: str = "test") -> list[bool]:
+                      batch_size: int | None = None, split: str = "test") -> list[bool]:
     """Whether the model's top-1 prediction is right, image by image (for paired comparisons)."""
     device = torch.device(device or next(model.parameters()).device)
+    batch_size = batch_size or eval_batch(data)
     right: list[bool] = []
     for logits, yb in _predictions(model, data, device, batch_size, split):
         right += (logits.argmax(1) == yb).cpu().tolist()

@@ -33,6 +33,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from compress.data import Dataset, Loader
 from compress.errors import CompressError, did_you_mean
 from compress.io import atomic_write, check_writable
+from compress.train import eval_batch
 from export.int8_search import SPEED_BATCH, Attempt, speedup
 from export.int8_search import search as search_int8
 from export.onnx_export import INPUT_NAME
@@ -76,9 +77,11 @@ def read_contract(path: Path) -> tuple[dict, onnx.ModelProto]:
 
 class CalibrationReader(CalibrationDataReader):
     """ONNX Runtime's calibration reader over normalised images, in batches (also iterable, as
-    its QDQ debugger wants)."""
+    its QDQ debugger wants). Batches of 64 at 32 px, fewer as images grow: ORT's calibrator keeps
+    every intermediate tensor of a batch, GBs for a 224 px transformer."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, contract: dict, batch: int = 64):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, contract: dict, batch: int | None = None):
+        batch = batch or max(4, 64 * 32 * 32 // (x.shape[-1] * x.shape[-2]))
         self.batches = [xb.numpy() for xb, _ in Loader(x, y, batch, mean=contract["mean"], std=contract["std"])]
         self.images = int(x.shape[0])
         self.i = 0
@@ -283,9 +286,11 @@ def _copy_metadata(src, dst, method: str, per_channel: bool, calibration: int, e
     dst.doc_string = src.doc_string + " (INT8 QDQ, ONNX Runtime static quantization)"
 
 
-def evaluate_pair(fp32: Path, int8: Path, data: Dataset, contract: dict, batch: int = 256,
+def evaluate_pair(fp32: Path, int8: Path, data: Dataset, contract: dict, batch: int | None = None,
                   split: str = "test", runtime: str = "ort") -> dict:
-    """Both models on a whole split (test: the reported numbers), in ONNX Runtime (CPU) or OpenVINO."""
+    """Both models on a whole split (test: the reported numbers), in ONNX Runtime (CPU) or OpenVINO
+    (batches as in `compress.train.eval_batch`: smaller for larger images)."""
+    batch = batch or eval_batch(data)
     s32, s8 = cpu_runner(fp32, runtime), cpu_runner(int8, runtime)
     correct32 = correct8 = agree = 0
     max_diff = 0.0

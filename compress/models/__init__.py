@@ -99,7 +99,7 @@ class ModelSpec:
                                 f"({type(e).__name__}: {first})",
                                 "pass --image-size N with the size it takes (e.g. 224; CIFAR and image folders "
                                 "are resized to it), or a builder argument that sets it (torchvision ViT: "
-                                "--model-arg image_size=N)") from None
+                                "--model-arg image_size=N; timm: --model-arg img_size=N)") from None
         finally:
             model.train(was_training)
 

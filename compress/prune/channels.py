@@ -11,8 +11,9 @@ import torch_pruning as tp
 from compress.checkpoint import build_spec, load_state
 from compress.errors import CompressError
 from compress.models import ModelSpec
+from compress.models.attention import head_attentions, remove_heads
 from compress.models.structure import build_graph
-from compress.prune.masks import FilterGroup, filter_groups, group_score
+from compress.prune.masks import FilterGroup, dead_heads, filter_groups, group_score
 from compress.prune.ratios import prunable
 
 
@@ -82,7 +83,16 @@ def remove_channels(model: nn.Module, example: torch.Tensor, round_to: int = 0,
             raise CompressError(f"Torch-Pruning refused to remove {len(idxs)} channels of {root}")
         group.prune()
     history = [[str(name), bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in dg.pruning_history()]
+    params = dict(model.named_parameters())
+    for h in head_attentions(model).values():
+        dead = dead_heads(h, params)
+        if dead:
+            remove_heads(model, h.attn, dead)
+            history.append([h.attn, HEADS, dead])
     return model, history, rounded_extra
+
+
+HEADS = "heads"  # a history entry [attention module, "heads", removed heads]: ours, not Torch-Pruning's
 
 
 def replay_history(model: nn.Module, history: list, spec: ModelSpec) -> nn.Module:
@@ -90,7 +100,9 @@ def replay_history(model: nn.Module, history: list, spec: ModelSpec) -> nn.Modul
     model.eval()
     dg = build_graph(model, spec.example_input())
     try:
-        dg.load_pruning_history([list(h) for h in history])
+        dg.load_pruning_history([list(h) for h in history if h[1] != HEADS])
+        for attn_name, _, heads in (h for h in history if h[1] == HEADS):
+            remove_heads(model, attn_name, heads)
     except (AttributeError, IndexError, KeyError, RuntimeError) as e:
         raise CompressError(f"the slim model's pruning history does not fit a {spec.name} ({type(e).__name__})",
                             "the file was made for another architecture") from None

@@ -6,7 +6,8 @@ import torch.nn as nn
 from torch_pruning._helpers import to_plain_idxs, to_root_idxs
 
 from compress.errors import CompressError
-from compress.models.structure import FIXED_ATTR, build_graph, fixed_in_graph
+from compress.models.attention import Heads, head_attentions
+from compress.models.structure import FIXED_ATTR, build_graph, fixed_in_graph, prunable_groups
 from compress.prune.ratios import prunable, pruned_count
 
 
@@ -74,7 +75,7 @@ def filter_groups(model: nn.Module, example_inputs: torch.Tensor, dg=None) -> li
     fixed = model.__dict__[FIXED_ATTR]
     names = {m: n for n, m in model.named_modules()}
     groups = []
-    for group in dg.get_all_groups(root_module_types=[nn.Conv2d, nn.Linear]):
+    for group in prunable_groups(dg):
         root_module = group[0].dep.target.module
         channels = root_module.out_channels if isinstance(root_module, nn.Conv2d) else root_module.out_features
         members: dict[str, list[int]] = {}
@@ -106,6 +107,38 @@ def filter_groups(model: nn.Module, example_inputs: torch.Tensor, dg=None) -> li
                                       [c for c in dict.fromkeys(consumers) if c not in convs]))
     model.train(was_training)
     return groups
+
+
+def head_score(h: Heads, params: dict[str, torch.Tensor], scores: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """One score per head: its q, k, v rows' scores summed (squared L2 norms by default)."""
+    s = scores[h.qkv] if scores is not None and h.qkv in scores else params[h.qkv].detach().pow(2).sum(1)
+    s = s.float().cpu()
+    return torch.stack([s[h.rows([i])].sum() for i in range(h.heads)])
+
+
+def dead_heads(h: Heads, params: dict[str, torch.Tensor]) -> list[int]:
+    """Heads whose q, k, v rows (and biases) are all zero; at least one head stays."""
+    zero = params[h.qkv].detach().abs().sum(1) == 0
+    if h.qkv_bias is not None:
+        zero &= params[h.qkv_bias].detach() == 0
+    zero = zero.cpu()
+    dead = [i for i in range(h.heads) if bool(zero[h.rows([i])].all())]
+    return dead[:-1] if len(dead) == h.heads else dead
+
+
+def head_masks(h: Heads, params: dict[str, torch.Tensor], keep: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Masks that zero the removed heads' q, k, v rows and their output-projection columns."""
+    gone = [i for i in range(h.heads) if not keep[i]]
+    out = {}
+    for name in (h.qkv, h.qkv_bias):
+        if name is not None:
+            m = torch.ones(params[name].shape, dtype=torch.bool)
+            m[h.rows(gone)] = False
+            out[name] = m
+    proj = torch.ones(params[h.proj].shape, dtype=torch.bool)
+    proj[:, h.cols(gone)] = False
+    out[h.proj] = proj
+    return out
 
 
 def filter_masks(model: nn.Module, ratios: dict[str, float], example_inputs: torch.Tensor,
@@ -144,6 +177,14 @@ def filter_masks(model: nn.Module, ratios: dict[str, float], example_inputs: tor
             keep = torch.ones(p.shape[0], dtype=torch.bool)
             keep[torch.tensor(idx)] = keep_root
             masks[pname] = keep.view(-1, *([1] * (p.ndim - 1))).expand_as(p).clone()
+    for h in head_attentions(model).values():
+        if h.qkv not in ratios:
+            continue
+        already = None
+        if previous is not None and h.qkv in previous:
+            gone = ~previous[h.qkv].flatten(1).any(1).cpu()
+            already = torch.tensor([bool(gone[h.rows([i])].all()) for i in range(h.heads)])
+        masks.update(head_masks(h, params, _keep_channels(head_score(h, params, scores), ratios[h.qkv], already)))
     return masks
 
 

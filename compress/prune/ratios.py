@@ -21,6 +21,7 @@ import yaml
 from compress.errors import CompressError, did_you_mean
 from compress.io import atomic_write
 from compress.kinds import Kind
+from compress.models.attention import head_attentions
 from compress.models.structure import FIXED_ATTR, fixed_filters
 
 KINDS = ("unstructured", "filter", "nm")
@@ -31,18 +32,22 @@ def prunable(model: nn.Module, kind: str) -> dict[str, torch.Tensor]:
     """The weights a pruning kind may touch, by parameter name, in model order.
 
     unstructured / N:M: conv and linear weights (the classifier counts);
-    filter: conv weights (output filters) and linear weights (output neurons), except those that
-    must stay whole (the layer that produces the logits, outputs a LayerNorm normalises, layers
+    filter: conv weights (output filters), linear weights (output neurons) and attention qkv
+    weights (whole heads: `models.attention`), except those that must stay whole (the layer that produces the logits, outputs a LayerNorm normalises, layers
     Torch-Pruning cannot handle: see `structure.py`).
     """
     traced = FIXED_ATTR in model.__dict__  # linear layers only once the graph said which may go
     types = (nn.Conv2d, nn.Linear) if kind != Kind.FILTER or traced else (nn.Conv2d,)
     fixed = fixed_filters(model) if kind == Kind.FILTER else {}
+    heads = {h.attn: h.qkv for h in head_attentions(model).values()} if kind == Kind.FILTER and traced else {}
+    params = dict(model.named_parameters())
     out = {}
     for mname, m in model.named_modules():
         name = f"{mname}.weight" if mname else "weight"
         if isinstance(m, types) and m.weight is not None and name not in fixed:
             out[name] = m.weight
+        elif mname in heads and heads[mname] not in out:  # nn.MultiheadAttention: its packed qkv weight
+            out[heads[mname]] = params[heads[mname]]
     return out
 
 
