@@ -7,8 +7,9 @@ them every channel coupled to them. Some layers must keep all their outputs:
   classifier head, or a conv added to it): removing a filter would remove a class;
 - a conv whose channels a LayerNorm or GroupNorm normalises together (ConvNeXt, Swin): a zeroed
   channel still shifts the others' mean and variance, so masking would not be removal;
-- a layer whose channels pass through a concatenation whose sizes Torch-Pruning cannot infer
-  (Swin-S/B): the graph is still built (`_tolerant_index_mapping`), only those groups stay whole;
+- a layer whose channels pass through a reshape or concatenation Torch-Pruning cannot map
+  (ShuffleNet's channel shuffle; concatenations it cannot size in Swin-S/B): the graph is still
+  built (`_tolerant_index_mapping`) and only those groups stay whole;
 - a layer that Torch-Pruning's dependency graph puts in no prunable group (an operation it
   cannot trace around), or a model the graph cannot be built for at all.
 A linear layer whose outputs are a transformer's residual stream is normalised by its LayerNorms,
@@ -34,8 +35,8 @@ from compress.models.attention import head_attentions
 FIXED_ATTR = "_compress_fixed_filters"
 LAYERS = (nn.Conv2d, nn.Linear)  # what filter pruning narrows: conv filters, linear output neurons
 LOGITS = "produces the logits (or feeds them channel for channel): pruning a filter would remove a class"
-UNMAPPED = ("its channels pass through a concatenation Torch-Pruning cannot map to channels: removing them could "
-            "remove the wrong channels downstream")
+UNMAPPED = ("its channels pass through a reshape or concatenation Torch-Pruning cannot map to channels (e.g. "
+            "ShuffleNet's channel shuffle): removing them could remove the wrong channels downstream")
 NORMALISED = ("its channels are normalised together by a LayerNorm or GroupNorm: a zeroed channel still changes "
               "the others' statistics, so the masked model and the slim one would differ")
 
@@ -52,11 +53,11 @@ def mark_fixed_filters(model: nn.Module, example_inputs: torch.Tensor) -> dict[s
 
 
 def _tolerant_index_mapping(graph) -> None:
-    """Torch-Pruning's `update_index_mapping`, one node at a time: a node it fails on (a TypeError
-    summing concatenation sizes it could not infer, in Swin-S/B) is marked unmapped instead of
-    aborting the whole graph, and `fixed_in_graph` keeps every group through it whole. Same result
-    as TP's where it succeeds. (ShuffleNet's channel shuffle still fails later, in the groups:
-    that model is refused whole.)"""
+    """Torch-Pruning's `update_index_mapping`, one node at a time: a node it fails on (a
+    ZeroDivisionError on ShuffleNet's 5-D channel-shuffle view, a TypeError summing concatenation
+    sizes it could not infer in Swin-S/B) is marked unmapped instead of aborting the whole graph;
+    `prunable_groups` skips roots whose group then fails, and `fixed_in_graph` keeps every group
+    through an unmapped node whole. Same result as TP's where it succeeds."""
     ops = tp.ops.OPTYPE
     updates = {ops.CONCAT: _im.update_concat_index_mapping, ops.SPLIT: _im.update_split_index_mapping,
                ops.RESHAPE: _im.update_reshape_index_mapping, ops.UNBIND: _im.update_unbind_index_mapping,
@@ -67,7 +68,7 @@ def _tolerant_index_mapping(graph) -> None:
             continue
         try:
             update(graph, node)
-        except TypeError:
+        except (TypeError, ZeroDivisionError):
             setattr(node, UNMAPPED_ATTR, True)
 
 
@@ -159,12 +160,13 @@ def _normalised_next(node) -> bool:
     return False
 
 
-def prunable_groups(dg, normalised: set | None = None):
+def prunable_groups(dg, normalised: set | None = None, unmapped: set | None = None):
     """Torch-Pruning's `get_all_groups` over conv layers and MLP-hidden linear layers as roots
     (`_feeds_only_linears`); each group once, as TP yields them. Convs whose output a norm reads
     first are left out and added to `normalised`."""
     visited: set = set()
     normalised = normalised if normalised is not None else set()
+    unmapped = unmapped if unmapped is not None else set()
     for module, node in list(dg.module2node.items()):
         if module in visited or not isinstance(module, LAYERS):
             continue
@@ -176,7 +178,12 @@ def prunable_groups(dg, normalised: set | None = None):
         pruner = dg.get_pruner_of_module(module)
         if pruner is None or pruner.get_out_channels(module) is None:
             continue
-        group = dg.get_pruning_group(module, pruner.prune_out_channels, list(range(pruner.get_out_channels(module))))
+        try:
+            group = dg.get_pruning_group(module, pruner.prune_out_channels,
+                                         list(range(pruner.get_out_channels(module))))
+        except (IndexError, TypeError, ZeroDivisionError):  # an index map through an unmapped node
+            unmapped.add(module)
+            continue
         visited.update(it.dep.target.module for it in group.items if dg.is_out_channel_pruning_fn(it.dep.handler))
         yield group
 
@@ -188,7 +195,8 @@ def fixed_in_graph(model: nn.Module, dg) -> dict[str, str]:
     grouped: set[nn.Module] = set()
     fixed: dict[str, str] = {}
     normalised: set = set()
-    for group in prunable_groups(dg, normalised):
+    unmapped: set = set()
+    for group in prunable_groups(dg, normalised, unmapped):
         members = [it.dep.target.module for it in group.items if dg.is_out_channel_pruning_fn(it.dep.handler)]
         group_convs = [m for m in members if m in convs]
         grouped.update(group_convs)
