@@ -31,6 +31,7 @@ from compress.distributed import current, gathered, mine
 from compress.errors import CompressError, did_you_mean
 from compress.io import atomic_write
 from compress.kinds import Kind
+from compress.models.attention import head_attentions
 from compress.plots import layer_labels
 from compress.prune.criteria import get_criterion
 from compress.prune.masks import apply_masks, filter_groups, filter_masks, unstructured_masks
@@ -94,6 +95,10 @@ def analysis_units(model: nn.Module, kind: str, groups=None) -> list[Unit]:
         seen.update(names)
         label = "+".join(labels[n] for n in names)
         out.append(Unit(label, names, sum(params[n].shape[0] for n in names), list(params[names[0]].shape)))
+    for h in head_attentions(model).values():  # whole heads: one unit per attention
+        if h.qkv in params and h.qkv not in seen:
+            seen.add(h.qkv)
+            out.append(Unit(labels[h.qkv], [h.qkv], params[h.qkv].shape[0], list(params[h.qkv].shape)))
     missing = [n for n in params if n not in seen]
     if missing:
         raise CompressError(f"no filter group found for {missing[:3]}", "this architecture is not supported by filter sensitivity")
