@@ -30,3 +30,22 @@ def test_wheel_ships_and_finds_the_ratio_files(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     found = [Path(line) for line in run.stdout.split()]
     assert len(found) == 2 and all(p.is_file() and (tmp_path / "site") in p.parents for p in found), run.stdout
+
+
+def test_one_onnxruntime_package_installs_on_every_platform():
+    """onnxruntime-gpu has no macOS or ARM wheels: `pip install` failed on a Mac. Exactly one of
+    the two packages is required on each platform, the GPU build where it exists."""
+    import pytest
+    from packaging.markers import Marker
+    from packaging.requirements import Requirement
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    deps = [Requirement(d) for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
+    ort = [r for r in deps if r.name in ("onnxruntime", "onnxruntime-gpu")]
+    platforms = {("linux", "x86_64"): "onnxruntime-gpu", ("win32", "AMD64"): "onnxruntime-gpu",
+                 ("darwin", "arm64"): "onnxruntime", ("darwin", "x86_64"): "onnxruntime",
+                 ("linux", "aarch64"): "onnxruntime"}
+    for (platform, machine), expected in platforms.items():
+        env = {"sys_platform": platform, "platform_machine": machine}
+        chosen = [r.name for r in ort if r.marker is None or Marker(str(r.marker)).evaluate(env)]
+        assert chosen == [expected], (platform, machine, chosen)
