@@ -117,6 +117,13 @@ def _timm_fixed_size(name: str) -> bool:
     return bool(cfg is not None and getattr(cfg, "fixed_input_size", False))
 
 
+def _timm_native_size(name: str) -> int | None:
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    return cfg.input_size[-1] if cfg is not None and getattr(cfg, "input_size", None) else None
+
+
 def memory_gb(model: torch.nn.Module, example: torch.Tensor) -> float:
     """What one model costs through this path: about 8 copies of the weights (the model, its
     gradients, momentum, the slim and masked copies, the ONNX and INT8 files in memory) plus the
@@ -148,8 +155,15 @@ def run_one(source: str, name: str, size: int, base: Dataset, work: Path, max_gb
     t0 = time.perf_counter()
     try:
         spec = build_spec(source, name, size)
+        try:
+            model = spec.build()
+        except CompressError:  # a timm model whose img_size does not reach every layer (EfficientFormer)
+            native = _timm_native_size(name) if source == "timm" else None
+            if native is None or native <= spec.image_size:
+                raise
+            spec = build_spec(source, name, native)
+            model = spec.build()
         row["image_size"] = spec.image_size
-        model = spec.build()
         need = memory_gb(model, spec.example_input())
         if need > max_gb:
             row.update(status="not run", reason=f"needs about {need:.0f} GB (over --max-gb {max_gb:g})")

@@ -188,6 +188,16 @@ def prunable_groups(dg, normalised: set | None = None, unmapped: set | None = No
         yield group
 
 
+def consistent(group, dg) -> bool:
+    """Does every out-channel member of the group map one channel per root channel? Not where TP's
+    index maps went wrong through a concatenation it sliced (timm's GhostNet: 160 indices for an
+    80-channel root); such a group would be cut in the wrong places, so it stays whole."""
+    root = group.items[0].dep.target.module
+    n = root.out_channels if isinstance(root, nn.Conv2d) else getattr(root, "out_features", None)
+    return n is None or all(len(it.idxs) == n for it in group.items if dg.is_out_channel_pruning_fn(it.dep.handler)
+                            and isinstance(it.dep.target.module, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)))
+
+
 def fixed_in_graph(model: nn.Module, dg) -> dict[str, str]:
     """`find_fixed_filters` on a dependency graph already built for `model` (one trace per caller)."""
     convs = {m: f"{n}.weight" for n, m in model.named_modules() if isinstance(m, LAYERS)}
@@ -198,6 +208,9 @@ def fixed_in_graph(model: nn.Module, dg) -> dict[str, str]:
     unmapped: set = set()
     for group in prunable_groups(dg, normalised, unmapped):
         members = [it.dep.target.module for it in group.items if dg.is_out_channel_pruning_fn(it.dep.handler)]
+        if not consistent(group, dg):
+            unmapped.update(m for m in members if m in convs)
+            continue
         group_convs = [m for m in members if m in convs]
         grouped.update(group_convs)
         if any(reaches.get(m, False) for m in members):
