@@ -135,8 +135,9 @@ def input_contract(meta: dict) -> dict:
     applied after scaling pixels to [0, 1]), layout, and the class names in output order."""
     ds = meta.get("dataset", {})
     return {"layout": "NCHW float32", "scale": "pixel / 255", "mean": ds.get("mean"), "std": ds.get("std"),
-            "data_source": ds.get("source"),
-            "image_size": ds.get("image_size"), "classes": ds.get("classes")}
+            "data_source": ds.get("source"), "image_size": ds.get("image_size"), "classes": ds.get("classes"),
+            # the images held out beside the model: `quantize MODEL.onnx` gates on the same ones
+            **({"val_split": ds["val_split"]} if "val_split" in ds else {})}
 
 
 def with_contract(data, ckpt: dict):

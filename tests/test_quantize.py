@@ -145,3 +145,26 @@ def test_pruned_zeros_stay_zero_in_int8(tiny_dense, small, tmp_path):
                                                                    "image_size": 32})
     r = quantize(fp32, tmp_path / "u.int8.onnx", small, calibration=64, max_drop=100)
     assert r["int8_weight_zero_fraction"] >= 0.7
+
+
+def test_an_onnx_input_is_gated_on_the_validation_split_its_model_was_trained_beside(tiny_dense, tmp_path):
+    """`quantize X.pt` gated on the checkpoint's validation split; `quantize X.onnx` read no split
+    and gated on test. The export now records the split, and the ONNX path holds out the same images."""
+    import argparse
+
+    from compress.checkpoint import save_checkpoint
+    from compress.cli.deploy import Quantize
+    from compress.data import load_dataset
+    from compress.data.dataset import with_validation
+    from export import export_checkpoint
+
+    ckpt, _ = tiny_dense
+    split = with_validation(load_dataset("sample", quiet=True), 0.2, seed=3)
+    ckpt = {**ckpt, "meta": {**ckpt["meta"], "dataset": split.describe()}}
+    pt = tmp_path / "dense.pt"
+    save_checkpoint(pt, ckpt)
+    onnx_path = tmp_path / "dense.onnx"
+    export_checkpoint(pt, onnx_path, data="sample", compact=False)
+    args = argparse.Namespace(model=onnx_path, data="auto", val_split=None, val_data=None, calibration=64)
+    _, data = Quantize.inputs(args)
+    assert data.has_val and torch.equal(data.val_y, split.val_y) and torch.equal(data.val_x, split.val_x)

@@ -39,32 +39,38 @@ def val_split_value(text: str) -> float | None:
     return parse_val_split(text)
 
 
-def add_data_args(p: argparse.ArgumentParser, **helps: str) -> None:
-    """The data options; `helps` replaces an option's help by its dest (e.g. data=..., device=...)
-    where a command uses it differently."""
+def add_data_args(p: argparse.ArgumentParser, only: tuple[str, ...] | None = None, **helps: str) -> None:
+    """The data options; `only` names the ones a command uses (by dest: an option that would do
+    nothing is not offered); `helps` replaces an option's help by its dest (e.g. data=...) where
+    a command uses it differently."""
+    def add(*names, **kw):
+        dest = kw.get("dest") or names[0].lstrip("-").replace("-", "_")
+        if only is None or dest in only:
+            p.add_argument(*names, **kw)
+
     data_help = ("CIFAR-10 folder (cifar-10-batches-py), 'sample' (bundled 4068/1017 images), 'cifar10' "
                         "(cache or download), 'imagefolder:PATH', or 'auto' (cache, download, else sample)")
-    p.add_argument("--data", default="auto", metavar="SOURCE", help=helps.get("data", "") + data_help)
-    p.add_argument("--image-size", type=positive_int, default=None, metavar="N",
+    add("--data", default="auto", metavar="SOURCE", help=helps.get("data", "") + data_help)
+    add("--image-size", type=positive_int, default=None, metavar="N",
                    help=helps.get("image_size", "resize images to N x N px (image folders: default their own size "
                                                 "when all share one, else 64; CIFAR: 32)"))
-    p.add_argument("--val-split", type=_arg_type(val_split_value), default=None, metavar="F",
+    add("--val-split", type=_arg_type(val_split_value), default=None, metavar="F",
                    help="fraction of the training images held out (seeded, per class) for every choice the tool "
                         "makes; the test split is only reported. auto (default): 10%%, at least 1000 images "
                         "(at most a fifth), at most 5000; 0: none, choices then read the test split (said). "
                         "A checkpoint of ours keeps the split it was trained beside")
-    p.add_argument("--val-data", default=None, metavar="SOURCE",
+    add("--val-data", default=None, metavar="SOURCE",
                    help="a separate dataset (any --data form, e.g. imagefolder:PATH) whose images are all the "
                         "validation split, instead of images held out of the training split: for imported weights, "
                         "whose own training may have seen every training image")
-    p.add_argument("--stream", action="store_true",
+    add("--stream", action="store_true",
                    help="image folders: read the images from disk each epoch through DataLoader worker processes "
                         "instead of holding them decoded in memory (automatic above a quarter of RAM, or of GPU "
                         "memory; COMPRESS_STREAM_ABOVE_MB sets the limit). Results are the same either way")
-    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
+    add("--workers", type=positive_int, default=None, metavar="N",
                    help="DataLoader processes per training process for a streamed folder (default: the CPUs "
                         "shared among torchrun's processes on this node, at most 8)")
-    p.add_argument("--device", default="auto",
+    add("--device", default="auto",
                    help=helps.get("device", "auto | cpu | cuda[:N] (default: cuda when available)"))
 
 
@@ -113,7 +119,7 @@ def floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 0.5,0.5,0.5") from None
 
 
-def add_model_args(p: argparse.ArgumentParser, weights: bool = False) -> None:
+def add_model_args(p: argparse.ArgumentParser, weights: bool = False, normalisation: bool = True) -> None:
     p.add_argument("--model", default=None, metavar="SOURCE",
                    help="a registered name (`compress models`), torchvision:NAME (any torchvision classifier, "
                         "random init), timm:NAME (any timm model; needs timm), FILE.py:CALLABLE or "
@@ -123,9 +129,11 @@ def add_model_args(p: argparse.ArgumentParser, weights: bool = False) -> None:
                    help="keyword argument for the model's builder, a YAML scalar (repeatable)")
     p.add_argument("--width", type=float, default=1.0,
                    help="channel width multiplier of registered models (default 1.0; tests use 0.125)")
-    p.add_argument("--mean", type=floats, default=None, metavar="R,G,B",
-                   help="input normalisation the model expects, per channel in [0, 1] units (default: the data's own)")
-    p.add_argument("--std", type=floats, default=None, metavar="R,G,B", help="see --mean")
+    if normalisation:  # not for commands that read no images (layers)
+        p.add_argument("--mean", type=floats, default=None, metavar="R,G,B",
+                       help="input normalisation the model expects, per channel in [0, 1] units (default: the data's "
+                            "own)")
+        p.add_argument("--std", type=floats, default=None, metavar="R,G,B", help="see --mean")
     if weights:
         p.add_argument("--trust-pickle", action="store_true",
                        help="allow --checkpoint to be a whole pickled module (torch.save(model, f)); unpickling "
@@ -291,9 +299,6 @@ def distill_config(args):
 
 
 def add_quantize_args(p) -> None:
-    p.add_argument("--quantize", choices=("int8",), default="int8",
-                   help="after export, INT8 ONNX files (ONNX Runtime static QDQ, calibrated on 512 training images) "
-                        "with their accuracy on the whole test split (default int8; --no-quantize skips it)")
     p.add_argument("--max-drop", type=float, default=1.0, metavar="POINTS",
                    help="an INT8 model losing more top-1 than this vs its fp32 model fails the quantize stage "
                         "(no INT8 file for it; default 1.0)")

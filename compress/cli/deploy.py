@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from compress.cli.args import add_data_args, checkpoint_data, positive_int
+from compress.cli.args import add_data_args, checkpoint_data, positive_int, split_data
 from compress.cli.base import Command, command
 from compress.console import err, notice, out
 from compress.errors import CompressError
@@ -34,11 +34,8 @@ class Export(Command):
                        help="also write .sparse.onnx (ONNX sparse initializers) and .compact.onnx (bitmask + kept "
                             "values); default: on for unstructured/N:M-pruned models and weight sparsity > 50%%")
         p.add_argument("--force", action="store_true", help="overwrite existing ONNX files")
-        add_data_args(p, data="real test images for the parity check (default: the dataset recorded in the "
-                              "checkpoint, else auto); ",
-                      device="unused: export and the parity check run on CPU (ONNX Runtime's CPU provider is the "
-                             "reference)",
-                      image_size="unused: the images are resized to the model's input size, read from the checkpoint")
+        add_data_args(p, only=("data",), data="real test images for the parity check, resized to the model's input "
+                                               "size (default: the dataset recorded in the checkpoint, else auto); ")
 
     def run(self, args) -> int:
         from export import export_checkpoint
@@ -204,8 +201,9 @@ class Quantize(Command):
                             "fake quantization ONNX Runtime will apply (per-channel symmetric int8 weights, int8 "
                             "activations; pruned weights stay zero), then export and quantize it")
         p.add_argument("--force", action="store_true", help="overwrite existing files")
-        add_data_args(p, data="calibration (train split) and evaluation (test split) images (default: the model's "
-                              "dataset); ")
+        add_data_args(p, only=("data", "val_split", "val_data"),
+                      data="calibration (train split), gate (validation split) and evaluation (test split) images "
+                           "(default: the model's dataset); ")
 
     def run(self, args) -> int:
         from export.quantize import quantize
@@ -270,8 +268,9 @@ class Quantize(Command):
         meta = {p.key: p.value for p in proto.metadata_props}
         model = json.loads(meta.get("compress.model", "{}"))
         source = args.data if args.data != "auto" else contract.get("data_source") or "auto"
-        data = load_dataset(source, quiet=True, image_size=model.get("image_size") or contract.get("image_size"),
-                            stream=getattr(args, "stream", False), workers=getattr(args, "workers", None))
-        return path, data
+        data = load_dataset(source, quiet=True, image_size=model.get("image_size") or contract.get("image_size"))
+        # the validation split the model was trained beside, as recorded in the file (else --val-split)
+        recorded = {"meta": {"dataset": {"val_split": contract["val_split"]}}} if "val_split" in contract else None
+        return path, split_data(args, data, recorded)
 
 

@@ -23,7 +23,7 @@ class Layers(Command):
     help = "list a model's prunable layers (names for ratio files, shares of parameters and MACs) and write a ratio template"
 
     def add_arguments(self, p):
-        add_model_args(p, weights=True)
+        add_model_args(p, weights=True, normalisation=False)
         p.add_argument("--checkpoint", "--weights", type=Path, default=None, metavar="WEIGHTS",
                        help="weights (ours or yours) for --allocation global; also names the model if it is ours")
         p.add_argument("--num-classes", type=positive_int, default=10, help="classes the model predicts (default 10)")

@@ -61,8 +61,9 @@ class _Prune(Command):
         m = s.add_mutually_exclusive_group()
         m.add_argument("--omp", action="store_true", help="one-shot: prune once, then retrain (default)")
         m.add_argument("--imp", type=positive_int, metavar="K", help="iterative: K prune/retrain rounds (K >= 3 advised)")
-        s.add_argument("--schedule", default="geometric",
-                       help="IMP round targets: geometric (1-(1-s)^(k/K)), linear, or a list like 0.5,0.7,0.8")
+        if self.kind != Kind.NM:  # N:M has one sparsity (N of every M): no round targets to schedule
+            s.add_argument("--schedule", default="geometric",
+                           help="IMP round targets: geometric (1-(1-s)^(k/K)), linear, or a list like 0.5,0.7,0.8")
         s.add_argument("--rewind", choices=("finetune", "lr", "weights"), default="lr",
                        help="retraining each round: finetune (small constant lr), lr (rewind the lr schedule; "
                             "default), weights (lottery ticket: rewind weights to an early dense epoch)")
@@ -86,7 +87,8 @@ class _Prune(Command):
         o.add_argument("--resume", action="store_true", help="continue an interrupted run from its last round")
         o.add_argument("--force", action="store_true", help="replace an existing run folder")
         for stage in STAGE_NAMES:
-            o.add_argument(f"--no-{stage}", action="store_true", help=f"skip the {stage} stage")
+            if stage != "slim" or self.kind == Kind.FILTER:  # only filter pruning has channels to remove
+                o.add_argument(f"--no-{stage}", action="store_true", help=f"skip the {stage} stage")
         add_quantize_args(o)
         add_seeds_args(p)
 
@@ -106,11 +108,11 @@ class _Prune(Command):
         opts = PruneOptions(
             kind=self.kind, ratio=getattr(args, "ratio", None), config=getattr(args, "config", None),
             allocation=getattr(args, "allocation", "auto"), round_to=getattr(args, "round_to", 0),
-            method="imp" if args.imp else "omp", rounds=args.imp or 1, schedule=args.schedule,
+            method="imp" if args.imp else "omp", rounds=args.imp or 1, schedule=getattr(args, "schedule", "geometric"),
             rewind=args.rewind, criterion=args.criterion, nm=parse_nm(getattr(args, "nm", "2:4")),
             model=source, model_args=model_args, width=args.width, checkpoint=args.checkpoint,
             trust_pickle=args.trust_pickle, dense=dense, retrain=retrain, out=args.out, resume=args.resume, force=args.force,
-            stages=tuple(s for s in STAGE_NAMES if not getattr(args, f"no_{s}")), max_drop=args.max_drop,
+            stages=tuple(s for s in STAGE_NAMES if not getattr(args, f"no_{s}", False)), max_drop=args.max_drop,
             command=args.argv, val_split=args.val_split, val_data=args.val_data, sync_bn=args.sync_bn,
             distill=distill_config(args),
             plan=plan_request(args, args.round_to or 16) if self.kind == Kind.FILTER else None)
@@ -325,7 +327,7 @@ class All(Command):
                             retrain=train_config(args, retrain_config(source)),
                             resume=args.resume, force=args.force, command=args.argv, val_split=args.val_split,
                             val_data=args.val_data,
-                            stages=tuple(s for s in STAGE_NAMES if not getattr(args, f"no_{s}")),
+                            stages=tuple(s for s in STAGE_NAMES if not getattr(args, f"no_{s}", False)),
                             max_drop=args.max_drop, sync_bn=args.sync_bn, distill=distill_config(args))
         data = load_data(args, device)
         suite_dir = args.out or Path("runs") / f"{ModelSpec(source or 'vgg13').label}_all"
