@@ -22,7 +22,7 @@ def test_a_recipe_the_suite_cannot_run_is_refused_before_training(tmp_path, caps
 
 
 def test_all_fails_loudly_then_resumes_to_complete(tmp_path, capsys, monkeypatch):
-    import compress.cli.stages as stages
+    import compress.pipeline.stages as stages
 
     suite = tmp_path / "suite"
 

@@ -7,7 +7,7 @@ import torch
 
 from compress.analysis.sensitivity import SensitivityOptions, drop_curve, interpolate, propose_ratios, run_sensitivity
 from compress.cli import main
-from compress.cli.pipeline import PruneOptions, resolve_ratios
+from compress.pipeline.run import PruneOptions, resolve_ratios
 from compress.errors import CompressError
 from compress.prune.channels import model_from_checkpoint
 from compress.prune.ratios import planned_sparsity, pruned_count, read_ratio_file

@@ -217,7 +217,7 @@ class Report(Command):
         from compress.report.writer import write_report
 
         if (args.run_dir / "seeds.json").is_file():  # a --seeds folder: each seed's report, then the summary
-            from compress.cli.seeds import rewrite_summary
+            from compress.pipeline.seeds import rewrite_summary
 
             for folder in sorted(args.run_dir.glob("seed_*")):
                 write_report(folder, mask_layer=args.layer)

@@ -106,7 +106,7 @@ def add_seeds_args(p: argparse.ArgumentParser) -> None:
 
 
 def seeds_value(text: str) -> tuple[int, ...]:
-    from compress.cli.seeds import parse_seeds
+    from compress.pipeline.seeds import parse_seeds
 
     return parse_seeds(text)
 

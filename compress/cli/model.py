@@ -100,7 +100,7 @@ class Import(Command):
 
     def run(self, args) -> int:
         from compress.checkpoint import save_checkpoint
-        from compress.cli.pipeline import PruneOptions, resolve_dense
+        from compress.pipeline.run import PruneOptions, resolve_dense
         from compress.env import resolve_device
         from compress.io import check_writable
 

@@ -93,7 +93,7 @@ class _Prune(Command):
         add_seeds_args(p)
 
     def run(self, args) -> int:
-        from compress.cli.pipeline import PruneOptions, run_prune
+        from compress.pipeline.run import PruneOptions, run_prune
         from compress.presets import dense_config, retrain_config
         from compress.report.render import artifacts_table, prune_summary
 
@@ -143,8 +143,8 @@ class _Prune(Command):
         """The command once per --seeds seed, then the summary over seeds."""
         import dataclasses
 
-        from compress.cli.pipeline import resolve_dense, run_prune, seeds_root
-        from compress.cli.seeds import finished, for_seed, run_seeds
+        from compress.pipeline.run import resolve_dense, run_prune, seeds_root
+        from compress.pipeline.seeds import finished, for_seed, run_seeds
         from compress.report.render import prune_summary
 
         spec, _, data = resolve_dense(opts, data, device)  # weights checked before any folder exists
@@ -290,8 +290,8 @@ class All(Command):
         """The suite once per --seeds seed, then the summary over seeds."""
         import dataclasses
 
-        from compress.cli.pipeline import resolve_dense, run_all
-        from compress.cli.seeds import finished, for_seed, load_seed_manifests, run_seeds
+        from compress.pipeline.run import resolve_dense, run_all
+        from compress.pipeline.seeds import finished, for_seed, load_seed_manifests, run_seeds
         from compress.report.render import suite_summary
 
         _, _, data = resolve_dense(base, data, device)  # weights checked before any folder exists
@@ -312,7 +312,7 @@ class All(Command):
         return seed_failures(root) if summary["models"] else 1
 
     def run(self, args) -> int:
-        from compress.cli.pipeline import PruneOptions, run_all
+        from compress.pipeline.run import PruneOptions, run_all
         from compress.models import ModelSpec
         from compress.presets import dense_config, retrain_config
         from compress.report.render import suite_summary
@@ -339,7 +339,7 @@ class All(Command):
         if not world.main:
             return 0
         out.print(suite_summary(manifest, suite_dir))
-        from compress.cli.seeds import load_seed_manifests
+        from compress.pipeline.seeds import load_seed_manifests
 
         print_comparisons(load_seed_manifests(suite_dir))
         return report_failures(manifest.get("failed") or {})

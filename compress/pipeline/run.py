@@ -11,7 +11,7 @@ import torch
 
 from compress.baseline import get_baseline
 from compress.checkpoint import build_spec, check_fits_data, load_dense, save_checkpoint, split_for, with_contract
-from compress.cli.stages import bench_stage, link_or_copy, record_stage, report_stage, run_stages
+from compress.pipeline.stages import bench_stage, link_or_copy, record_stage, report_stage, run_stages
 from compress.console import notice, out
 from compress.data import Dataset
 from compress.errors import CompressError
