@@ -89,6 +89,18 @@ class PrunedSelfAttention(nn.MultiheadAttention):
         return (out if self.batch_first else out.transpose(0, 1)), None
 
 
+def pruned_attention_flops(module: PrunedSelfAttention, inputs, output) -> None:
+    """Torch-Pruning's op counter for a `PrunedSelfAttention` (its MultiheadAttention counter
+    matches the class exactly, so this one would count nothing): the same terms as TP's, at the
+    inner width `num_heads * head_dim` instead of the embedding's."""
+    x = inputs[0] if module.batch_first else inputs[0].transpose(0, 1)
+    b, n, e = x.shape
+    inner, d = module.num_heads * module.head_dim, module.head_dim
+    flops = n * inner + 3 * n * e * inner + (3 * n * inner if module.in_proj_bias is not None else 0)
+    flops += module.num_heads * (2 * n * n * d + n * n) + n * e * (inner + 1)
+    module.__flops__ += int(flops * b)
+
+
 def remove_heads(model: nn.Module, attn_name: str, heads: list[int]) -> None:
     """Remove whole heads of one attention in place: their qkv rows, their output-projection
     columns, and the head count (and width) the forward reads."""

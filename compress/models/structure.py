@@ -28,6 +28,7 @@ import warnings
 import torch
 import torch.nn as nn
 import torch_pruning as tp
+from torch_pruning._helpers import to_plain_idxs
 from torch_pruning.dependency import index_mapping as _im
 
 from compress.models.attention import head_attentions
@@ -189,13 +190,25 @@ def prunable_groups(dg, normalised: set | None = None, unmapped: set | None = No
 
 
 def consistent(group, dg) -> bool:
-    """Does every out-channel member of the group map one channel per root channel? Not where TP's
-    index maps went wrong through a concatenation it sliced (timm's GhostNet: 160 indices for an
-    80-channel root); such a group would be cut in the wrong places, so it stays whole."""
+    """Does every out-channel member of the group map one channel per root channel, each inside
+    the member's own channels? Not where TP's index maps went wrong through a concatenation or
+    slice (timm's GhostNet: 160 indices for an 80-channel root; CSPDarkNet: index 128 of a
+    128-channel layer); such a group would be cut in the wrong places, so it stays whole."""
     root = group.items[0].dep.target.module
     n = root.out_channels if isinstance(root, nn.Conv2d) else getattr(root, "out_features", None)
-    return n is None or all(len(it.idxs) == n for it in group.items if dg.is_out_channel_pruning_fn(it.dep.handler)
-                            and isinstance(it.dep.target.module, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)))
+    for it in group.items:
+        m = it.dep.target.module
+        if not dg.is_out_channel_pruning_fn(it.dep.handler) or not isinstance(m, _SIZED):
+            continue
+        size = m.out_channels if isinstance(m, nn.Conv2d) else m.out_features if isinstance(m, nn.Linear) \
+            else m.num_features
+        idxs = to_plain_idxs(it.idxs)
+        if (n is not None and len(idxs) != n) or (idxs and (max(idxs) >= size or min(idxs) < 0)):
+            return False
+    return True
+
+
+_SIZED = (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm)
 
 
 def fixed_in_graph(model: nn.Module, dg) -> dict[str, str]:

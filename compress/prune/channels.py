@@ -11,7 +11,7 @@ import torch_pruning as tp
 from compress.checkpoint import build_spec, load_state
 from compress.errors import CompressError
 from compress.models import ModelSpec
-from compress.models.attention import head_attentions, remove_heads
+from compress.models.attention import PrunedSelfAttention, head_attentions, pruned_attention_flops, remove_heads
 from compress.models.structure import build_graph
 from compress.prune.masks import FilterGroup, dead_heads, filter_groups, group_score
 from compress.prune.ratios import prunable
@@ -109,8 +109,12 @@ def replay_history(model: nn.Module, history: list, spec: ModelSpec) -> nn.Modul
     return model
 
 
+tp.utils.op_counter.MODULES_MAPPING.setdefault(PrunedSelfAttention, pruned_attention_flops)
+
+
 def count_macs_params(model: nn.Module, spec: ModelSpec) -> tuple[int, int]:
-    """MACs and parameters per image, with Torch-Pruning's op counter."""
+    """MACs and parameters per image, with Torch-Pruning's op counter (attention that lost heads
+    counted at its narrower width: `models.attention.pruned_attention_flops`)."""
     was_training = model.training
     model.eval()
     macs, params = tp.utils.count_ops_and_params(model, spec.example_input().to(next(model.parameters()).device))
