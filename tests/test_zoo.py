@@ -188,3 +188,19 @@ def test_an_interrupted_zoo_run_resumes(tmp_path):
     assert [r["model"] for r in doc["rows"]] == ["no_such_model", "squeezenet1_0"] and doc["rows"][0] == first[0]
     assert len(doc["commands"]) == 2 and "--resume" in doc["commands"][1]
     assert zoo.main(["--resume", "--image-size", "64", "--out", str(tmp_path)]) == 2  # another run's rows: refused
+
+
+def test_a_slim_model_torch_pruning_broke_is_one_error_line():
+    """timm's CSPDarkNet: Torch-Pruning's maps through its cross-stage split cut channels the next
+    conv still expects; the slim model raised a shape RuntimeError (a traceback in the zoo)."""
+    pytest.importorskip("timm")
+    from compress.errors import CompressError
+    from compress.prune.masks import apply_masks, filter_masks
+    from compress.prune.ratios import allocate
+    from compress.prune.slim import slim
+
+    spec = ModelSpec("timm:cspdarknet53", 10, 1.0, 32)
+    model = spec.build().eval()
+    apply_masks(model, filter_masks(model, allocate(model, "filter", 0.3), spec.example_input()))
+    with pytest.raises(CompressError, match="the slim model does not run"):
+        slim(model, spec)

@@ -54,6 +54,7 @@ def slim(masked: nn.Module, spec: ModelSpec, data: Dataset | None = None, *, rou
     if not history:
         raise CompressError("nothing to remove: the model has no all-zero filters, so no file was written",
                             "slim works on filter-pruned models (compress filter ...)")
+    _check_runs(slim_model, example)
     if extra:  # rounding removed live filters: the reference is the masked model with them zeroed
         _zero_removed_filters(reference, history, spec)
 
@@ -90,12 +91,7 @@ def verify(reference: nn.Module, slim_model: nn.Module, data: Dataset, rtol: flo
     x, _ = calibration_batch(data, 256)
     with torch.no_grad():  # in slices of 32: a MaxViT at 224 px needs GBs for 256 images at once
         a = torch.cat([reference(xb.to(device)).float() for xb in x.split(32)])
-        try:
-            b = torch.cat([slim_model(xb.to(device)).float() for xb in x.split(32)])
-        except RuntimeError as e:  # a shape Torch-Pruning left inconsistent (timm's LeViT)
-            raise CompressError(f"the slim model does not run ({str(e).splitlines()[0][:120]}): Torch-Pruning removed "
-                                "channels this architecture cannot lose", "this is a bug in channel removal; please "
-                                "report it with the model; unstructured or nm pruning still apply") from None
+        b = torch.cat([slim_model(xb.to(device)).float() for xb in x.split(32)])
     rel = ((a - b).abs().max() / a.abs().max().clamp_min(1e-12)).item()
     acc_ref, _ = evaluate(reference, data, device)
     acc_slim, _ = evaluate(slim_model, data, device)
@@ -106,6 +102,18 @@ def verify(reference: nn.Module, slim_model: nn.Module, data: Dataset, rtol: flo
                             f"accuracy {acc_ref:.2f}% vs {acc_slim:.2f}%)",
                             "this is a bug in channel removal; please report it with the model file")
     return check
+
+
+def _check_runs(slim_model: nn.Module, example: torch.Tensor) -> None:
+    """One forward pass of the slim model, before anything counts or compares it: where
+    Torch-Pruning left two shapes inconsistent (timm's LeViT, CSPDarkNet) that is one error line."""
+    try:
+        with torch.no_grad():
+            slim_model.eval()(example)
+    except RuntimeError as e:
+        raise CompressError(f"the slim model does not run ({str(e).splitlines()[0][:120]}): Torch-Pruning removed "
+                            "channels this architecture cannot lose", "this is a bug in channel removal; please "
+                            "report it with the model; unstructured or nm pruning still apply") from None
 
 
 def _zero_removed_filters(model: nn.Module, history: list, spec: ModelSpec) -> None:
