@@ -1,5 +1,5 @@
-"""The README tells the truth about the code: its Python runs, and every option it shows for a
-command is one that command's --help lists."""
+"""The README and docs/ tell the truth about the code: their Python runs, and every option they
+show for a command is one that command's --help lists."""
 from __future__ import annotations
 
 import re
@@ -12,10 +12,11 @@ from compress.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+PAGES = {"README.md": README, **{f"docs/{p.name}": p.read_text() for p in sorted((ROOT / "docs").glob("*.md"))}}
 
 
 def _blocks(lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+    return [b for text in PAGES.values() for b in re.findall(rf"```{lang}\n(.*?)```", text, flags=re.S)]
 
 
 def _subcommand_help() -> dict[str, str]:
@@ -66,3 +67,12 @@ def test_every_python_block_runs(index, monkeypatch):
 def test_shell_lines_parse():
     for _, line in _shown_commands():
         shlex.split(line.replace("[", "").replace("]", "").replace("|", " "))
+
+
+def test_the_readme_is_short_and_links_resolve():
+    assert len(README.splitlines()) <= 250
+    for page, text in PAGES.items():
+        base = (ROOT / page).parent
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if not target.startswith("http"):
+                assert (base / target).exists(), f"{page} links to {target}, which does not exist"
