@@ -108,3 +108,17 @@ def test_global_allocation_ranks_the_trained_weights(tmp_path, capsys):
     ratios = manifest["job"]["ratios"]
     assert ratios["features.4.weight"] >= 0.97 and manifest["ratio_source"] == "global magnitude ranking"
     assert manifest["result"]["sparsity"] >= 0.5
+
+
+def test_options_that_would_do_nothing_are_gone_or_say_so(capsys):
+    """--no-slim on unstructured/nm did nothing silently: it now says so (and is hidden from help);
+    options a command never read are not offered at all."""
+    from compress.cli import build_parser
+
+    parser = build_parser()
+    parser.parse_args(["nm", "--no-slim"])
+    assert "--no-slim does nothing here" in capsys.readouterr().err
+    for argv in (["export", "m.pt", "--device", "cpu"], ["quantize", "m.pt", "--image-size", "64"],
+                 ["nm", "--schedule", "linear"], ["layers", "--mean", "0.5,0.5,0.5"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)

@@ -298,6 +298,20 @@ def distill_config(args):
     return cfg
 
 
+class Deprecated(argparse.Action):
+    """An option that does nothing for this command: accepted, with a notice that says why
+    (scripts that pass one set of stage flags to every prune command keep working), hidden from help."""
+
+    def __init__(self, option_strings, dest, why: str = "", **kw):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        self.why = why
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from compress.console import notice
+
+        notice(f"{option_string} does nothing here ({self.why}) and will be removed; drop it")
+
+
 def add_quantize_args(p) -> None:
     p.add_argument("--max-drop", type=float, default=1.0, metavar="POINTS",
                    help="an INT8 model losing more top-1 than this vs its fp32 model fails the quantize stage "

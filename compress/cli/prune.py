@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from compress.cli.args import (
+    Deprecated,
     STAGE_NAMES,
     add_data_args,
     add_distill_args,
@@ -89,6 +90,9 @@ class _Prune(Command):
         for stage in STAGE_NAMES:
             if stage != "slim" or self.kind == Kind.FILTER:  # only filter pruning has channels to remove
                 o.add_argument(f"--no-{stage}", action="store_true", help=f"skip the {stage} stage")
+            else:
+                o.add_argument("--no-slim", action=Deprecated, why=f"{self.kind} pruning removes no channels: "
+                                                                    "there is no slim stage")
         add_quantize_args(o)
         add_seeds_args(p)
 
