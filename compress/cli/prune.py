@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 from compress.cli.args import (
-    Deprecated,
     STAGE_NAMES,
+    Deprecated,
     add_data_args,
     add_distill_args,
     add_model_args,
@@ -316,8 +316,8 @@ class All(Command):
         return seed_failures(root) if summary["models"] else 1
 
     def run(self, args) -> int:
-        from compress.pipeline.run import PruneOptions, run_all
         from compress.models import ModelSpec
+        from compress.pipeline.run import PruneOptions, run_all
         from compress.presets import dense_config, retrain_config
         from compress.report.render import suite_summary
 
