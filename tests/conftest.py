@@ -9,7 +9,7 @@ import pytest
 import torch
 
 os.environ.setdefault("COMPRESS_OFFLINE", "1")  # never try a download from the tests
-# The suite runs in 2 pytest-xdist workers (pyproject.toml): the cores are shared out, never
+# With pytest-xdist (-n 2) the cores are shared out among the workers, never
 # oversubscribed, and subprocesses (torchrun, the GPU kit from a plain checkout) get the same share.
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 THREADS = max(1, min(2, os.cpu_count() or 1) // WORKERS)
