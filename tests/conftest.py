@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,21 @@ from compress.data import SAMPLE_ROOT, Dataset, load_dataset  # noqa: E402
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("COMPRESS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(autouse=True)
+def _sigchld_restored():
+    """The SIGCHLD handler as it was before each test. torch's DataLoader installs a Python SIGCHLD
+    handler in the main process the first time it starts workers, and never removes it; in this
+    suite that handler, called as a later test's mp.spawn children exited, crashed the pytest
+    process (SIGSEGV in pymalloc: heap corruption, after the OpenVINO tests had run; no Python
+    traceback; an xdist worker then died and xdist waited forever). One test's DataLoader workers
+    should not be watched through the next test's processes; torch still notices a dead worker by
+    polling (`_MultiProcessingDataLoaderIter._try_get_data`)."""
+    before = signal.getsignal(signal.SIGCHLD)
+    yield
+    if signal.getsignal(signal.SIGCHLD) is not before:
+        signal.signal(signal.SIGCHLD, before)
 
 
 @pytest.fixture(autouse=True)

@@ -61,11 +61,16 @@ def _mha(name: str, m: nn.Module) -> Heads | None:
                  f"{name}.in_proj_bias" if m.in_proj_bias is not None else None, f"{name}.out_proj.weight")
 
 
+def describe(name: str, m: nn.Module) -> Heads | None:
+    """Heads of module `m` (named `name`) if it is an attention whose heads can be removed."""
+    return _timm(name, m) or _mha(name, m)
+
+
 def head_attentions(model: nn.Module) -> dict[str, Heads]:
     """{module name: Heads} for every attention whose heads can be removed."""
     found = {}
     for name, m in model.named_modules():
-        heads = _timm(name, m) or _mha(name, m)
+        heads = describe(name, m)
         if heads is not None:
             found[name] = heads
     return found
@@ -101,16 +106,17 @@ def pruned_attention_flops(module: PrunedSelfAttention, inputs, output) -> None:
     module.__flops__ += int(flops * b)
 
 
-def remove_heads(model: nn.Module, attn_name: str, heads: list[int]) -> None:
+def remove_heads(model: nn.Module, where: Heads, heads: list[int]) -> None:
     """Remove whole heads of one attention in place: their qkv rows, their output-projection
-    columns, and the head count (and width) the forward reads."""
+    columns, and the head count (and width) the forward reads. `where` describes the attention
+    as it is now (`head_attentions` of this model)."""
     import torch_pruning as tp
 
-    attn = dict(model.named_modules())[attn_name]
-    where = head_attentions(model)[attn_name]
+    attn = model.get_submodule(where.attn)
     rows = where.rows(heads)
     if isinstance(attn, nn.MultiheadAttention):
-        keep = torch.tensor([i for i in range(attn.in_proj_weight.shape[0]) if i not in set(rows)])
+        gone = set(rows)
+        keep = torch.tensor([i for i in range(attn.in_proj_weight.shape[0]) if i not in gone])
         attn.in_proj_weight = nn.Parameter(attn.in_proj_weight.data[keep].clone())
         if attn.in_proj_bias is not None:
             attn.in_proj_bias = nn.Parameter(attn.in_proj_bias.data[keep].clone())

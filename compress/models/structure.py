@@ -164,7 +164,8 @@ def _normalised_next(node) -> bool:
 def prunable_groups(dg, normalised: set | None = None, unmapped: set | None = None):
     """Torch-Pruning's `get_all_groups` over conv layers and MLP-hidden linear layers as roots
     (`_feeds_only_linears`); each group once, as TP yields them. Convs whose output a norm reads
-    first are left out and added to `normalised`."""
+    first are left out and added to `normalised`; roots whose group TP cannot map, or maps
+    inconsistently (`consistent`), are left out and their layers added to `unmapped`."""
     visited: set = set()
     normalised = normalised if normalised is not None else set()
     unmapped = unmapped if unmapped is not None else set()
@@ -185,7 +186,11 @@ def prunable_groups(dg, normalised: set | None = None, unmapped: set | None = No
         except (IndexError, TypeError, ZeroDivisionError):  # an index map through an unmapped node
             unmapped.add(module)
             continue
-        visited.update(it.dep.target.module for it in group.items if dg.is_out_channel_pruning_fn(it.dep.handler))
+        members = [it.dep.target.module for it in group.items if dg.is_out_channel_pruning_fn(it.dep.handler)]
+        visited.update(members)
+        if not consistent(group, dg):
+            unmapped.update(members)
+            continue
         yield group
 
 
@@ -221,9 +226,6 @@ def fixed_in_graph(model: nn.Module, dg) -> dict[str, str]:
     unmapped: set = set()
     for group in prunable_groups(dg, normalised, unmapped):
         members = [it.dep.target.module for it in group.items if dg.is_out_channel_pruning_fn(it.dep.handler)]
-        if not consistent(group, dg):
-            unmapped.update(m for m in members if m in convs)
-            continue
         group_convs = [m for m in members if m in convs]
         grouped.update(group_convs)
         if any(reaches.get(m, False) for m in members):
@@ -241,6 +243,8 @@ def fixed_in_graph(model: nn.Module, dg) -> dict[str, str]:
             fixed.pop(name, None)
         elif m in normalised and m not in grouped:
             fixed[name] = NORMALISED
+        elif m in unmapped and m not in grouped:
+            fixed[name] = UNMAPPED
         elif m not in grouped and name not in fixed and isinstance(m, nn.Linear):
             fixed[name] = LOGITS if reaches.get(m, False) else RESIDUAL
         elif m not in grouped and name not in fixed:

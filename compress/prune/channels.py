@@ -11,7 +11,7 @@ import torch_pruning as tp
 from compress.checkpoint import build_spec, load_state
 from compress.errors import CompressError
 from compress.models import ModelSpec
-from compress.models.attention import PrunedSelfAttention, head_attentions, pruned_attention_flops, remove_heads
+from compress.models.attention import PrunedSelfAttention, describe, head_attentions, pruned_attention_flops, remove_heads
 from compress.models.structure import build_graph
 from compress.prune.masks import FilterGroup, dead_heads, filter_groups, group_score
 from compress.prune.ratios import prunable
@@ -87,7 +87,7 @@ def remove_channels(model: nn.Module, example: torch.Tensor, round_to: int = 0,
     for h in head_attentions(model).values():
         dead = dead_heads(h, params)
         if dead:
-            remove_heads(model, h.attn, dead)
+            remove_heads(model, h, dead)
             history.append([h.attn, HEADS, dead])
     return model, history, rounded_extra
 
@@ -101,8 +101,10 @@ def replay_history(model: nn.Module, history: list, spec: ModelSpec) -> nn.Modul
     dg = build_graph(model, spec.example_input())
     try:
         dg.load_pruning_history([list(h) for h in history if h[1] != HEADS])
+        attentions = head_attentions(model)
         for attn_name, _, heads in (h for h in history if h[1] == HEADS):
-            remove_heads(model, attn_name, heads)
+            remove_heads(model, attentions[attn_name], heads)
+            attentions[attn_name] = describe(attn_name, model.get_submodule(attn_name))  # a later entry may narrow it again
     except (AttributeError, IndexError, KeyError, RuntimeError) as e:
         raise CompressError(f"the slim model's pruning history does not fit a {spec.name} ({type(e).__name__})",
                             "the file was made for another architecture") from None

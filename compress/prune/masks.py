@@ -7,7 +7,7 @@ from torch_pruning._helpers import to_plain_idxs, to_root_idxs
 
 from compress.errors import CompressError
 from compress.models.attention import Heads, head_attentions
-from compress.models.structure import FIXED_ATTR, build_graph, consistent, fixed_in_graph, prunable_groups
+from compress.models.structure import FIXED_ATTR, build_graph, fixed_in_graph, prunable_groups
 from compress.prune.ratios import prunable, pruned_count
 
 
@@ -76,8 +76,6 @@ def filter_groups(model: nn.Module, example_inputs: torch.Tensor, dg=None) -> li
     names = {m: n for n, m in model.named_modules()}
     groups = []
     for group in prunable_groups(dg):
-        if not consistent(group, dg):  # left whole (structure.consistent)
-            continue
         root_module = group[0].dep.target.module
         channels = root_module.out_channels if isinstance(root_module, nn.Conv2d) else root_module.out_features
         members: dict[str, list[int]] = {}
