@@ -1,6 +1,6 @@
 """Is bf16 faster than fp32 for PyTorch on this CPU? Training steps and inference, side by side.
 
-    python -m bench.cpu_bf16 [--model vgg13] [--batch-size 64] [--steps 10] [--rounds 3]
+    python -m compress.bench.cpu_bf16 [--model vgg13] [--batch-size 64] [--steps 10] [--rounds 3]
 
 bf16 here is `torch.autocast("cpu", dtype=torch.bfloat16)` with the model and inputs in
 channels_last, the CPU counterpart of what the training loop does on CUDA. Only CPUs with bf16
@@ -42,7 +42,7 @@ def timed(fn, steps: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.cpu_bf16", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m compress.bench.cpu_bf16", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="vgg13")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=10)

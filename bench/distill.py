@@ -1,7 +1,7 @@
 """Does distillation from the dense model win accuracy back? Retraining with and without it,
 same epochs, several seeds, compared pairwise on the same validation images (test reported).
 
-    python -m bench.distill --dense DENSE.pt [--settings filter70,unstructured95,filter40]
+    python -m compress.bench.distill --dense DENSE.pt [--settings filter70,unstructured95,filter40]
                             [--arms plain,kd] [--seeds 0,1,2] [--teacher BIG.pt] [--out DIR]
 
 Each (setting, arm, seed) is one `compress filter|unstructured` run from the same dense
@@ -31,8 +31,8 @@ from compress.errors import CompressError
 from compress.io import atomic_write
 from compress.kinds import Kind
 from compress.presets import retrain_config, shipped_config
-from compress.prune.channels import model_from_checkpoint
 from compress.prune.ratios import allocate, read_ratio_file
+from compress.prune.rebuild import model_from_checkpoint
 from compress.prune.schedule import PruneJob, Run, prune
 from compress.stats import paired, unpack_correct
 from compress.train import Distill
@@ -115,7 +115,7 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.distill", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m compress.bench.distill", description=__doc__.split("\n\n")[0])
     p.add_argument("--dense", type=Path, required=True, help="dense VGG13 checkpoint of ours (compress train)")
     p.add_argument("--settings", default="filter70,unstructured95", help=f"of {', '.join(SETTINGS)}")
     p.add_argument("--arms", default="plain,kd")

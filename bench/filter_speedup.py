@@ -1,6 +1,6 @@
 """How much faster is a slim 40%-filter VGG13 than the dense one? Measured, side by side.
 
-    python -m bench.filter_speedup [--batch-size 64] [--runtimes ort-cpu] [--threads N]
+    python -m compress.bench.filter_speedup [--batch-size 64] [--runtimes ort-cpu] [--threads N]
 
 Random weights (speed does not depend on training). Variants, all slimmed with
 `compress.prune.slim.slim` after `compress.prune.masks.filter_masks`:
@@ -19,9 +19,6 @@ from pathlib import Path
 
 import torch
 
-from bench.harness.benchmark import run_benchmark
-from bench.harness.latency import Settings
-from bench.harness.models import BenchModel
 from compress.console import err, out
 from compress.errors import CompressError
 from compress.models import ModelSpec
@@ -29,6 +26,9 @@ from compress.presets import config_dir
 from compress.prune.masks import apply_masks, filter_masks
 from compress.prune.ratios import allocate, planned_sparsity, read_ratio_file, round_to_multiple
 from compress.prune.slim import slim
+from compress.timing.benchmark import run_benchmark
+from compress.timing.latency import Settings
+from compress.timing.models import BenchModel
 
 CONFIG = config_dir() / "vgg13_filter_0.40.yaml"
 TARGET = 2.0
@@ -53,7 +53,7 @@ def variants(spec: ModelSpec, config: Path = CONFIG) -> tuple[list[BenchModel], 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.filter_speedup", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m compress.bench.filter_speedup", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="vgg13")
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--config", type=Path, default=CONFIG, help="filter ratio file for the 'config' variant")

@@ -1,7 +1,7 @@
 """GPU evidence kit: every GPU claim of the product measured by one prepared command.
 
-    PYTHONPATH=. python3 -m bench.gpu_kit --out docs/gpu    # on one H100/H200: about 6 minutes
-    PYTHONPATH=. python3 -m bench.gpu_kit --tiny --out /tmp/kit   # tiny widths on CPU, seconds (the suite runs it)
+    PYTHONPATH=. python3 -m compress.bench.gpu_kit --out docs/gpu    # on one H100/H200: about 6 minutes
+    PYTHONPATH=. python3 -m compress.bench.gpu_kit --tiny --out /tmp/kit   # tiny widths on CPU, seconds (the suite runs it)
 
 It runs from a plain checkout (no install), and it is built to survive its first GPU:
 every section is guarded (a failure is recorded in kit.json and the summary, and the kit
@@ -40,9 +40,10 @@ from pathlib import Path
 
 import torch
 
-from bench import semi_structured as s24
-from bench import train_throughput as tt
-from bench.gpu_kit_report import (
+from compress.analysis.planner import PlanRequest, make_plan
+from compress.bench import semi_structured as s24
+from compress.bench import train_throughput as tt
+from compress.bench.gpu_kit_report import (
     gpu_facts,
     latency_csv,
     latency_rows,
@@ -51,15 +52,12 @@ from bench.gpu_kit_report import (
     summary_markdown,
     targets,
 )
-from bench.harness.latency import Settings, measure
-from bench.harness.models import BenchModel
-from bench.harness.registry import get_runtimes
-from bench.harness.runtimes import Context
-from compress.analysis.planner import PlanRequest, make_plan
 from compress.console import err, out
 from compress.data import Dataset, load_dataset
 from compress.env import machine, resolve_device
 from compress.errors import CompressError
+from compress.export.onnx_export import export_onnx
+from compress.export.parity import compare, reference_logits
 from compress.io import atomic_write
 from compress.kinds import Kind
 from compress.models import ModelSpec
@@ -67,9 +65,11 @@ from compress.presets import config_dir
 from compress.prune.masks import apply_masks, filter_masks, nm_layers, nm_masks, unstructured_masks
 from compress.prune.ratios import read_ratio_file
 from compress.prune.slim import slim, verify
+from compress.timing.latency import Settings, measure
+from compress.timing.models import BenchModel
+from compress.timing.registry import get_runtimes
+from compress.timing.runtimes import Context
 from compress.train import TrainConfig, evaluate, train
-from export.onnx_export import export_onnx
-from export.parity import compare, reference_logits
 
 FILES = ("kit.json", "kit.png", "summary.md", "latency.csv")
 
@@ -290,7 +290,7 @@ class Kit:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.gpu_kit", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m compress.bench.gpu_kit", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="folder for the evidence files (created; at most 4 files)")
     ap.add_argument("--tiny", action="store_true", help="tiny widths and budgets (CPU smoke run for the tests)")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     data = data.to(device)
     spec = ModelSpec("vgg13", width=p["width"])
     report = {"format": "compress-gpu-kit/2", "tiny": args.tiny, "finished": False,
-              "command": " ".join(["python -m bench.gpu_kit", *(argv or [])]), "budget_s": args.budget_s,
+              "command": " ".join(["python -m compress.bench.gpu_kit", *(argv or [])]), "budget_s": args.budget_s,
               "cudnn_benchmark": torch.backends.cudnn.benchmark, "machine": machine(), "gpu": gpu_facts(),
               "plan": {k: list(v) if isinstance(v, tuple) else v for k, v in p.items()}}
     kit = Kit(args.out, report, args.budget_s, "tiny" if args.tiny else "full")

@@ -1,6 +1,6 @@
 """Prune, then quantize: INT8 ONNX Runtime CPU speed and size against dense fp32, side by side.
 
-    python -m bench.quantize_speedup [--batch-sizes 1,64] [--threads 2] [--budget 2]
+    python -m compress.bench.quantize_speedup [--batch-sizes 1,64] [--threads 2] [--budget 2]
 
 VGG13 with random weights (speed and size do not depend on training; accuracy does, and is
 measured on trained models by `compress quantize` and the pipeline's quantize stage): dense and
@@ -18,10 +18,6 @@ from pathlib import Path
 
 import torch
 
-from bench.harness.benchmark import run_benchmark
-from bench.harness.latency import Settings
-from bench.harness.models import BenchModel
-from bench.harness.output import fastest_lines
 from compress.console import err, out
 from compress.env import cpu_int8_flags
 from compress.errors import CompressError
@@ -30,6 +26,10 @@ from compress.presets import config_dir
 from compress.prune.masks import apply_masks, filter_masks
 from compress.prune.ratios import read_ratio_file
 from compress.prune.slim import slim
+from compress.timing.benchmark import run_benchmark
+from compress.timing.latency import Settings
+from compress.timing.models import BenchModel
+from compress.timing.output import fastest_lines
 
 TARGETS = {"slim-int8 vs dense-fp32": 4.5, "dense-int8 vs dense-fp32": 2.5}
 SIZE_TARGET = 0.10
@@ -56,7 +56,7 @@ def sizes(report: dict) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.quantize_speedup", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m compress.bench.quantize_speedup", description=__doc__.split("\n\n")[0])
     p.add_argument("--batch-sizes", default="1,64", help="comma-separated (default 1,64)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for ONNX Runtime (default 2)")
     p.add_argument("--runtimes", default="ort-cpu,ort-cpu-int8",

@@ -1,7 +1,7 @@
 """What 2:4 semi-structured sparsity buys: storage always, speed on GPUs with sparse tensor cores.
 
-    python -m bench.semi_structured                      # VGG13, storage only on a CPU machine
-    python -m bench.semi_structured --checkpoint RUN/Omp_nm_0.50_acc_90.12.pt --batch 256 --out RUN/bench
+    python -m compress.bench.semi_structured                      # VGG13, storage only on a CPU machine
+    python -m compress.bench.semi_structured --checkpoint RUN/Omp_nm_0.50_acc_90.12.pt --batch 256 --out RUN/bench
 
 Storage: for each conv/linear layer, the bytes of the 2:4 format (the kept half of the values
 plus 2 bits of position metadata per kept value, i.e. 1 bit per dense element) against the
@@ -39,8 +39,8 @@ from compress.env import machine
 from compress.errors import CompressError
 from compress.io import atomic_write
 from compress.models import ModelSpec
-from compress.prune.channels import model_from_checkpoint
 from compress.prune.masks import apply_masks, nm_layers, nm_masks
+from compress.prune.rebuild import model_from_checkpoint
 
 SKIP_REASON = "skipped: needs a CUDA GPU with sparse tensor cores (compute capability >= 8.0)"
 N, M = 2, 4
@@ -256,7 +256,7 @@ def load_model(args) -> tuple[nn.Module, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.semi_structured", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m compress.bench.semi_structured", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="vgg13")
     p.add_argument("--width", type=float, default=1.0)
     p.add_argument("--image-size", type=int, default=32)

@@ -1,7 +1,7 @@
 """Prune to a measured speed-up: targets met, the planner against the shipped ratio file and
 against uniform widths, measured side by side.
 
-    python -m bench.speedup_planner [--checkpoint DENSE.pt] [--targets 2,3,4] [--runtime ort-cpu]
+    python -m compress.bench.speedup_planner [--checkpoint DENSE.pt] [--targets 2,3,4] [--runtime ort-cpu]
                                     [--batch 64] [--threads 2] [--out bench_results/speedup_planner]
 
 On the trained VGG13 baseline of the bundled sample (the cached one; trained first if absent):
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from bench.harness.latency_table import SideBySide, build_table, candidate_widths, layer_links, narrowed, slim_copy
+from compress.analysis.latency_table import SideBySide, build_table, candidate_widths, layer_links, narrowed, slim_copy
 from compress.analysis.planner import PlanRequest, make_plan, write_plan
 from compress.baseline import get_baseline
 from compress.checkpoint import load_checkpoint
@@ -38,9 +38,10 @@ from compress.env import cpu_name, machine
 from compress.errors import CompressError
 from compress.models import ModelSpec
 from compress.presets import config_dir, dense_config
-from compress.prune.channels import count_macs_params, model_from_checkpoint
+from compress.prune.channels import count_macs_params
 from compress.prune.masks import filter_groups
 from compress.prune.ratios import allocate, planned_sparsity, read_ratio_file, round_to_multiple, write_ratio_file
+from compress.prune.rebuild import model_from_checkpoint
 
 SHIPPED = config_dir() / "vgg13_filter_0.40.yaml"
 WITHIN = 0.10
@@ -99,7 +100,7 @@ def dense_checkpoint(path: Path | None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.speedup_planner", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m compress.bench.speedup_planner", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, default=None, help="trained dense model (default: the cached VGG13 baseline)")
     p.add_argument("--targets", default="2,3,4", help="speed-ups to plan for (default 2,3,4)")
     p.add_argument("--runtime", default="ort-cpu")

@@ -1,6 +1,6 @@
 """Training throughput of the toolchain's loop against a plain PyTorch loop, measured side by side.
 
-    python -m bench.train_throughput --model vgg13 --batch-size 128 --steps 20 [--device cpu] [--masks]
+    python -m compress.bench.train_throughput --model vgg13 --batch-size 128 --steps 20 [--device cpu] [--masks]
 
 The toolchain's loop is `compress.train.train` itself, run for one epoch over a training set
 of exactly `steps` batches (the bundled sample, repeated), and timed the way it times itself
@@ -123,7 +123,7 @@ def ratio_line(label: str, num: list[float], den: list[float]) -> tuple[str, flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.train_throughput", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m compress.bench.train_throughput", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="vgg13")
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier (default 1.0)")
     p.add_argument("--batch-size", type=int, default=128)

@@ -1,8 +1,8 @@
 """Every classifier torchvision (or timm) lists, through the whole deployment path, or a refusal.
 
-    python -m bench.zoo                                  # all of torchvision: docs/zoo.md + docs/zoo.json
-    python -m bench.zoo --models resnet18,vit_b_16 --out /tmp/zoo
-    python -m bench.zoo --source timm                    # the timm list below: docs/zoo_timm.md + .json
+    python -m compress.bench.zoo                                  # all of torchvision: docs/zoo.md + docs/zoo.json
+    python -m compress.bench.zoo --models resnet18,vit_b_16 --out /tmp/zoo
+    python -m compress.bench.zoo --source timm                    # the timm list below: docs/zoo_timm.md + .json
 
 Per model (random init: this is about mechanics, not accuracy): build at `--image-size` (a model
 that takes a fixed size is built for it where its builder has the argument, ViT's `image_size`,
@@ -32,15 +32,14 @@ from pathlib import Path
 import torch
 import torchvision
 
-from bench.harness.latency import Settings, measure
-from bench.harness.models import BenchModel
-from bench.harness.registry import get_runtimes
-from bench.harness.runtimes import Context
 from compress.console import err, out
 from compress.data import Dataset, load_dataset
 from compress.data.imagefolder import resized_dataset
 from compress.env import machine, versions
 from compress.errors import CompressError
+from compress.export.onnx_export import export_onnx
+from compress.export.parity import compare, reference_logits
+from compress.export.quantize import CalibrationReader, calibration_images, evaluate_pair, quantize_file
 from compress.io import atomic_write
 from compress.models import ModelSpec
 from compress.models.structure import fixed_filters
@@ -48,10 +47,11 @@ from compress.prune.channels import count_macs_params
 from compress.prune.masks import apply_masks, filter_masks
 from compress.prune.ratios import allocate
 from compress.prune.slim import slim
+from compress.timing.latency import Settings, measure
+from compress.timing.models import BenchModel
+from compress.timing.registry import get_runtimes
+from compress.timing.runtimes import Context
 from compress.train import TrainConfig, train
-from export.onnx_export import export_onnx
-from export.parity import compare, reference_logits
-from export.quantize import CalibrationReader, calibration_images, evaluate_pair, quantize_file
 
 RATIO = 0.3
 # timm's most used image classifiers (timm's own README results and the Hugging Face hub's
@@ -288,7 +288,7 @@ def markdown(doc: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.zoo", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m compress.bench.zoo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--source", choices=("torchvision", "timm"), default="torchvision")
     ap.add_argument("--models", default=None, help="comma-separated names (default: every model of the source)")
     ap.add_argument("--image-size", type=int, default=64, help="input size in px (default 64; fixed-size models "
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         err.print(f"[bold red]error:[/bold red] {e}", soft_wrap=True)
         return 2
     done = {r["model"] for r in rows}
-    command = " ".join(["python -m bench.zoo", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(["python -m compress.bench.zoo", *(argv if argv is not None else sys.argv[1:])])
     commands = [*earlier_commands(args), command]
     names = [n for n in model_list(args.source, args.models) if n not in done]
     with tempfile.TemporaryDirectory(prefix="zoo-") as work:

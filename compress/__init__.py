@@ -1,7 +1,13 @@
 """compress: prune CNNs, remove what was pruned, export slim ONNX models, and measure them.
 
-The library behind the `compress` command; each subcommand is one call into it. The verbs a
-notebook needs are importable from here (loaded lazily, so the CLI starts fast):
+The library behind the `compress` command. The pipeline in five calls (`compress.api`):
+
+    run = compress.prune_model("vgg11", width=0.25, kind="filter", ratio=0.4, dense_epochs=1, epochs=1,
+                               stages=(), out="runs/api")
+    slim = compress.slim_model(run.result); onnx = compress.to_onnx(slim); int8 = compress.quantize(onnx)
+    compress.benchmark([run.path / "dense.pt", slim])
+
+and the verbs beneath them (loaded lazily, so the CLI starts fast):
 
     from compress import load_dataset, create_model, TrainConfig, fit, evaluate
     from compress import unstructured_masks, filter_masks, apply_masks, sparsity_report, prune_channels
@@ -10,6 +16,24 @@ notebook needs are importable from here (loaded lazily, so the CLI starts fast):
 as `fit` and `prune_channels`.)
 """
 __version__ = "0.1.0"
+
+
+def _beside_the_package() -> None:
+    """export/ and bench/ sit beside compress/ in the repository and install inside it, as
+    `compress.export` and `compress.bench` (pyproject.toml's package-dir). In the repository the
+    links compress/export and compress/bench find them; where a copy lost its links (a zip
+    download, a checkout without symlinks), look for them beside the package instead."""
+    import os
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(here)
+    if not os.path.isdir(os.path.join(here, "export")) and os.path.isfile(os.path.join(root, "export", "__init__.py")) \
+            and os.path.isfile(os.path.join(root, "pyproject.toml")):
+        __path__.append(root)  # noqa: F821 (the package's own __path__)
+
+
+_beside_the_package()
+
 
 # public name -> (module, attribute)
 _EXPORTS = {
@@ -27,8 +51,12 @@ _EXPORTS = {
     "prune_channels": ("compress.prune.slim", "slim"), "slim_checkpoint": ("compress.prune.slim", "slim_checkpoint"),
     "load_checkpoint": ("compress.checkpoint", "load_checkpoint"),
     "save_checkpoint": ("compress.checkpoint", "save_checkpoint"),
-    "model_from_checkpoint": ("compress.prune.channels", "model_from_checkpoint"),
+    "model_from_checkpoint": ("compress.prune.rebuild", "model_from_checkpoint"),
     "CompressError": ("compress.errors", "CompressError"),
+    # the pipeline in five calls (compress.api)
+    "prune_model": ("compress.api", "prune_model"), "PruneRun": ("compress.api", "PruneRun"),
+    "slim_model": ("compress.api", "slim_model"), "to_onnx": ("compress.api", "to_onnx"),
+    "quantize": ("compress.api", "quantize"), "benchmark": ("compress.api", "benchmark"),
 }
 __all__ = sorted(_EXPORTS)
 

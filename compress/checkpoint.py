@@ -176,6 +176,19 @@ def split_for(data, ckpt: dict | None, requested: float | None, val_data: str | 
     return with_validation(data, 0)
 
 
+def checkpoint_dataset(ckpt: dict, source: str = "auto", *, val_split: float | None = None,
+                       val_data: str | None = None, image_size: int | None = None, stream: bool = False,
+                       workers: int | None = None):
+    """The data a checkpoint is measured on: `source`, or for "auto" the dataset it was trained on,
+    at its image size, with its recorded normalisation and its validation split (on the CPU).
+    One rule for every command and the library (`compress.api`) that reads a checkpoint back."""
+    if source == "auto":
+        source = ckpt.get("meta", {}).get("dataset", {}).get("source", "auto")
+    data = load_dataset(source, quiet=True, image_size=image_size or ckpt["model"].get("image_size"), stream=stream,
+                        workers=workers)
+    return split_for(with_contract(data, ckpt), ckpt, val_split, val_data)
+
+
 def check_fits_data(spec: ModelSpec, data, source: str = "the model") -> None:
     """A checkpoint and a dataset must agree on classes and image size before any work starts."""
     if spec.num_classes != data.num_classes:

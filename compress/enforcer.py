@@ -19,7 +19,7 @@ class MaskEnforcer:
     also needs `apply()` after each step, which zeroes pruned weights whatever it did.
     `check()` asserts the invariant; the loop calls it every epoch. Measured on VGG13 at 80%
     unstructured, batch 128, 2 CPU threads: a second multiply per step (`apply()` too) cost
-    throughput 0.90x of unmasked (`python -m bench.train_throughput --masks`).
+    throughput 0.90x of unmasked (`python -m compress.bench.train_throughput --masks`).
     """
 
     def __init__(self, model: nn.Module, masks: dict[str, torch.Tensor]):

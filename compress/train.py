@@ -57,7 +57,7 @@ class TrainConfig:
     # "auto": bf16 autocast + channels_last on CUDA and on CPUs with bf16 units (AVX-512-BF16, AMX),
     # fp32 on other CPUs (which emulate bf16, slower); "bf16" / "fp32": everywhere. Measured on a
     # 2-core AMD EPYC with AVX-512-BF16 (VGG13, the sample, 20 epochs, seed 0; docs/measure.sh):
-    # training 212 s vs 361 s (1.70x; `python -m bench.cpu_bf16`: 1.96x per step), VALIDATION
+    # training 212 s vs 361 s (1.70x; `python -m compress.bench.cpu_bf16`: 1.96x per step), VALIDATION
     # 71.38% vs 68.92% (+2.46 points, 95% CI +0.13 to +4.79, McNemar p = 0.049): not worse, so
     # auto uses it. Test, only reported: 68.93% vs 68.44%. Evaluation stays fp32 on CPU.
     precision: str = "auto"

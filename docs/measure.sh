@@ -31,11 +31,11 @@ for lr in 0.02 0.05; do t omp_lr$lr compress unstructured --ratio 0.8 --lr $lr "
 
 # benchmark scripts (ratios measured side by side in one process)
 cd "$REPO"
-python -m bench.train_throughput --model vgg13 --batch-size 128 --steps 20 --masks | tee "$WORK/throughput.out"
-python -m bench.filter_speedup | tee "$WORK/filter_speedup.out"
-python -m bench.quantize_speedup | tee "$WORK/quantize_speedup.out"
-python -m bench.speedup_planner --threads 2 --out "$WORK/speedup_planner" | tee "$WORK/speedup_planner.out"
-python -m bench.semi_structured | tee "$WORK/semi.out"
+python -m compress.bench.train_throughput --model vgg13 --batch-size 128 --steps 20 --masks | tee "$WORK/throughput.out"
+python -m compress.bench.filter_speedup | tee "$WORK/filter_speedup.out"
+python -m compress.bench.quantize_speedup | tee "$WORK/quantize_speedup.out"
+python -m compress.bench.speedup_planner --threads 2 --out "$WORK/speedup_planner" | tee "$WORK/speedup_planner.out"
+python -m compress.bench.semi_structured | tee "$WORK/semi.out"
 python -m export.sizes --out "$WORK/sizes" | tee "$WORK/sizes.out"
 
 # your own model: a VGG13 from a .py file, trained by a plain PyTorch script, then the whole pipeline;
@@ -89,9 +89,9 @@ export COMPRESS_CPU_BF16=0
 t kd_dense compress train --model vgg13 --data sample --out kd_dense.pt
 COMPRESS_CPU_BF16=1 t kd_teacher compress train --model vgg13 --data sample --epochs 40 --seed 1 --out kd_teacher_e40.pt
 cd "$REPO"
-python -m bench.distill --dense "$WORK/kd_dense.pt" --settings filter70 --arms plain,kd,kd_a0.9 --out "$WORK/distill"
-python -m bench.distill --dense "$WORK/kd_dense.pt" --settings unstructured95 --arms plain,kd --out "$WORK/distill"
-python -m bench.distill --dense "$WORK/kd_dense.pt" --settings filter70 --arms plain,teacher --teacher "$WORK/kd_teacher_e40.pt" --out "$WORK/distill"
+python -m compress.bench.distill --dense "$WORK/kd_dense.pt" --settings filter70 --arms plain,kd,kd_a0.9 --out "$WORK/distill"
+python -m compress.bench.distill --dense "$WORK/kd_dense.pt" --settings unstructured95 --arms plain,kd --out "$WORK/distill"
+python -m compress.bench.distill --dense "$WORK/kd_dense.pt" --settings filter70 --arms plain,teacher --teacher "$WORK/kd_teacher_e40.pt" --out "$WORK/distill"
 # INT8 of those models: static PTQ as it is (--no-search --accept-drop: the drop itself), per-tensor
 # weights, then QAT and the accuracy-aware search (forced with --max-drop 0) on the 95% model
 mkdir -p "$WORK/int8" && cd "$WORK/int8"
@@ -108,8 +108,8 @@ compress quantize dense.pt --data sample --runtime openvino --out dense.ov.int8.
 
 # OpenVINO and bf16 on this CPU (issue 27): every CPU runtime on the dense and the shipped 40% slim VGG13
 cd "$REPO"
-python -m bench.quantize_speedup --runtimes ort-cpu,ort-cpu-int8,openvino-cpu,openvino-cpu-bf16,openvino-cpu-int8 --out "$WORK/openvino" | tee "$WORK/openvino.out"
-python -m bench.cpu_bf16 | tee "$WORK/cpu_bf16.out"
+python -m compress.bench.quantize_speedup --runtimes ort-cpu,ort-cpu-int8,openvino-cpu,openvino-cpu-bf16,openvino-cpu-int8 --out "$WORK/openvino" | tee "$WORK/openvino.out"
+python -m compress.bench.cpu_bf16 | tee "$WORK/cpu_bf16.out"
 # bf16 training on this CPU against the fp32 dense model above (same recipe and seed), on validation
 cd "$WORK"
 COMPRESS_CPU_BF16=1 t dense_bf16 compress train --model vgg13 --data sample --precision bf16 --out kd_dense_bf16.pt

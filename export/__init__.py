@@ -8,11 +8,11 @@
 """
 from __future__ import annotations
 
-from export.artifacts import export_checkpoint
-from export.compact import to_compact, to_sparse_initializers, weight_stats
-from export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
-from export.parity import FP16_TOLERANCE, FP32_TOLERANCE, check_parity
-from export.runtime import available_ort_devices, ort_session
+from compress.export.artifacts import export_checkpoint
+from compress.export.compact import to_compact, to_sparse_initializers, weight_stats
+from compress.export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+from compress.export.parity import FP16_TOLERANCE, FP32_TOLERANCE, check_parity
+from compress.export.runtime import available_ort_devices, ort_session
 
 __all__ = [
     "export_onnx", "ort_session", "available_ort_devices", "check_parity", "export_checkpoint",

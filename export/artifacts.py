@@ -27,15 +27,15 @@ from compress.checkpoint import input_contract, load_checkpoint, with_contract
 from compress.console import notice
 from compress.data import Dataset, load_dataset
 from compress.errors import CompressError
+from compress.export.compact import rebuild_left_at_runtime, to_compact, to_sparse_initializers, weight_stats
+from compress.export.onnx_export import check_opset, export_onnx
+from compress.export.parity import compare, reference_logits
 from compress.io import atomic_write, check_writable
 from compress.kinds import Kind
 from compress.models import ModelSpec
-from compress.prune.channels import model_from_checkpoint
 from compress.prune.masks import apply_masks
+from compress.prune.rebuild import model_from_checkpoint
 from compress.prune.sparsity import sparsity_report
-from export.compact import rebuild_left_at_runtime, to_compact, to_sparse_initializers, weight_stats
-from export.onnx_export import check_opset, export_onnx
-from export.parity import compare, reference_logits
 
 INDEX_NAME = "export.json"
 COMPACT_KINDS = ("unstructured", "nm")  # prune kinds whose zeros are scattered: only a sparse format stores less

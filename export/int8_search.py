@@ -6,7 +6,7 @@ The attempts, in order, each recorded with its validation drop and measured spee
   2. the other calibration methods (entropy, percentile); if any is within the gate, stop;
   3. with the best of them, keep the layers that lose most (ONNX Runtime's QDQ debugger) in fp32,
      one more at a time, up to `max_fp32_layers`; stop at the first within the gate;
-  4. quantization-aware training (`export.qat`), when the caller can run it (it needs the
+  4. quantization-aware training (`compress.export.qat`), when the caller can run it (it needs the
      PyTorch checkpoint, not only an ONNX file).
 Of the attempts within the gate the fastest is shipped (a layer kept in fp32 costs speed). The
 gate reads validation when there is one; the shipped file is then measured on the whole test
@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from export.runtime import cpu_runner
+from compress.export.runtime import cpu_runner
 
 SPEED_BATCH = 64  # images per timed call (the pipeline's bench reports 1 and 64)
 

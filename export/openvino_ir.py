@@ -18,12 +18,12 @@ import numpy as np
 
 from compress.checkpoint import input_contract, load_checkpoint
 from compress.errors import CompressError
+from compress.export.artifacts import _apply_saved_masks, _resolve_data
+from compress.export.onnx_export import export_onnx
+from compress.export.parity import FP16_TOLERANCE, FP32_TOLERANCE, reference_logits
 from compress.io import check_writable
 from compress.models import ModelSpec
-from compress.prune.channels import model_from_checkpoint
-from export.artifacts import _apply_saved_masks, _resolve_data
-from export.onnx_export import export_onnx
-from export.parity import FP16_TOLERANCE, FP32_TOLERANCE, reference_logits
+from compress.prune.rebuild import model_from_checkpoint
 
 
 def _openvino():

@@ -15,8 +15,8 @@ import torch.nn as nn
 
 from compress.data import Dataset, calibration_batch
 from compress.errors import CompressError
-from export.onnx_export import INPUT_NAME, onnx_precision
-from export.runtime import ort_session
+from compress.export.onnx_export import INPUT_NAME, onnx_precision
+from compress.export.runtime import ort_session
 
 # fp32: float reassociation (BN folding, other conv kernels) gives ~1e-6 of the logit scale
 # over VGG13's 11 layers; 1e-4 leaves room without hiding a wrong weight.

@@ -2,7 +2,7 @@
 QDQ INT8 export will apply, then export and quantize it as usual.
 
 PyTorch's own fake-quant modules (`torch.ao.quantization.FakeQuantize` with its observers) model
-what `export.quantize` asks ONNX Runtime for: weights symmetric int8 in [-127, 127], one scale per
+what `compress.export.quantize` asks ONNX Runtime for: weights symmetric int8 in [-127, 127], one scale per
 output channel (scale = max|w| / 127: the same formula ORT uses, so the trained weights round to
 the same integers there), and the activations entering each conv/linear layer asymmetric int8 in
 [-128, 127] from their observed min/max. The weights are fake-quantized through a parametrization,
@@ -28,9 +28,9 @@ from torch.ao.quantization import (
 
 from compress.checkpoint import load_checkpoint, save_checkpoint
 from compress.data import Dataset
-from compress.prune.channels import model_from_checkpoint
+from compress.export.artifacts import export_checkpoint
+from compress.prune.rebuild import model_from_checkpoint
 from compress.train import TrainConfig, TrainResult, train
-from export.artifacts import export_checkpoint
 
 QUANTIZED = (nn.Conv2d, nn.Linear)
 
@@ -122,7 +122,7 @@ def qat_finetune(model: nn.Module, data: Dataset, cfg: QATConfig, *, device: tor
 
 def qat_exporter(ckpt_path: Path, data: Dataset, *, per_channel: bool = True, device: torch.device | str = "cpu",
                  seed: int = 0, show: bool = True) -> Callable[[Path, int], Path]:
-    """What `export.quantize.quantize(qat=...)` calls: (folder, epochs) -> the fp32 ONNX file of the
+    """What `compress.export.quantize.quantize(qat=...)` calls: (folder, epochs) -> the fp32 ONNX file of the
     checkpoint after `epochs` of QAT (its checkpoint, qat.pt, beside it), masks kept."""
 
     def run(folder: Path, epochs: int) -> Path:

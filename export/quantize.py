@@ -32,12 +32,12 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from compress.data import Dataset, Loader
 from compress.errors import CompressError, did_you_mean
+from compress.export.int8_search import SPEED_BATCH, Attempt, speedup
+from compress.export.int8_search import search as search_int8
+from compress.export.onnx_export import INPUT_NAME
+from compress.export.runtime import cpu_runner
 from compress.io import atomic_write, check_writable
 from compress.train import eval_batch
-from export.int8_search import SPEED_BATCH, Attempt, speedup
-from export.int8_search import search as search_int8
-from export.onnx_export import INPUT_NAME
-from export.runtime import cpu_runner
 
 METHODS = ("minmax", "entropy", "percentile")
 QAT_FALLBACK_EPOCHS = 2  # the search's last resort: epochs of quantization-aware training
@@ -73,6 +73,22 @@ def read_contract(path: Path) -> tuple[dict, onnx.ModelProto]:
     if not contract.get("mean") or not contract.get("std"):
         raise CompressError(f"{path} records no input normalisation", "re-export it with `compress export MODEL.pt`")
     return contract, proto
+
+
+def onnx_dataset(path: Path, source: str = "auto", *, val_split: float | None = None, val_data: str | None = None):
+    """The data an ONNX file of ours is measured on: `source`, or for "auto" the dataset its model
+    was trained on (recorded in the file), at its image size, with the validation split the model
+    was trained beside (else `val_split`). The ONNX side of `checkpoint.checkpoint_dataset`."""
+    from compress.checkpoint import split_for
+    from compress.data import load_dataset
+
+    contract, proto = read_contract(path)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    model = json.loads(meta.get("compress.model", "{}"))
+    source = source if source != "auto" else contract.get("data_source") or "auto"
+    data = load_dataset(source, quiet=True, image_size=model.get("image_size") or contract.get("image_size"))
+    recorded = {"meta": {"dataset": {"val_split": contract["val_split"]}}} if "val_split" in contract else None
+    return split_for(data, recorded, val_split, val_data)
 
 
 class CalibrationReader(CalibrationDataReader):
@@ -112,7 +128,7 @@ def quantize(fp32: Path, out: Path | None, data: Dataset, *, calibration: int = 
     """Quantize `fp32` to `out` (default MODEL.int8.onnx) and measure it on the whole test split.
 
     When the drop on validation exceeds `max_drop` points and `search` is on, the accuracy-aware
-    search (`export.int8_search`) tries other calibrations, fp32 layers and, given `qat` (a
+    search (`compress.export.int8_search`) tries other calibrations, fp32 layers and, given `qat` (a
     callable(folder, epochs) that writes the fp32 ONNX file of a QAT-tuned model there), QAT;
     the fastest attempt within the gate is written. `qat_epochs` > 0 runs QAT straight away (the
     `--qat` option). Returns the report (accuracies, agreement, sizes, every attempt). Raises when

@@ -1,6 +1,6 @@
 """File sizes of full-width VGG13 exports: dense, 40% filter (masked and slim), 80% unstructured.
 
-    python -m export.sizes --out /tmp/vgg13_sizes [--data sample]
+    python -m compress.export.sizes --out /tmp/vgg13_sizes [--data sample]
 
 Sizes depend on tensor shapes and on which weights are zero, not on their trained values, so
 this builds the models from the shipped ratio files (configs/vgg13_filter_0.40.yaml,
@@ -19,13 +19,13 @@ import torch
 from compress.checkpoint import load_checkpoint, save_checkpoint
 from compress.console import out
 from compress.data import load_dataset
+from compress.export import export_checkpoint
+from compress.export.tables import export_table
 from compress.kinds import Kind
 from compress.models import ModelSpec
 from compress.prune.masks import apply_masks, filter_masks, unstructured_masks
 from compress.prune.ratios import read_ratio_file
 from compress.prune.slim import slim_checkpoint
-from export import export_checkpoint
-from export.tables import export_table
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -63,7 +63,7 @@ def build_checkpoints(folder: Path) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.sizes", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m compress.export.sizes", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="folder for the checkpoints and ONNX files")
     p.add_argument("--data", default="sample", help="images for the parity checks (default: the bundled sample)")
     p.add_argument("--force", action="store_true", help="overwrite ONNX files from an earlier run")

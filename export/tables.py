@@ -19,11 +19,15 @@ def export_table(report: dict) -> Table:
         t.add_row(Path(m["onnx"]).name, m["format"], human_size(m["bytes"]), f"{m['bytes'] / dense:.3f}",
                   f"{m['deflated_bytes'] / dense:.3f}", f"{par['max_rel_diff']:.1e} ≤ {par['tolerance']:.0e}",
                   f"{100 * par['argmax_agreement']:.1f}%", m["saves"])
-    t.caption = (f"× dense ONNX: against {human_size(dense)}, the plain fp32 ONNX of the unpruned architecture · "
-                 f"× zipped: the file deflated, for comparison · rel. diff: max |ONNX Runtime − PyTorch| / "
-                 f"max |logit| on {report['models'][0]['parity']['images']} test images "
-                 f"({report['models'][0]['parity']['provider']}) · weight sparsity "
-                 f"{100 * report['weight_sparsity']:.1f}% · index: {report['export_json']}")
+    caption = [f"× dense ONNX: against {human_size(dense)}, the plain fp32 ONNX of the unpruned architecture",
+               "× zipped: the file deflated, for comparison",
+               f"rel. diff: max |ONNX Runtime − PyTorch| / max |logit| on {report['models'][0]['parity']['images']} "
+               f"test images ({report['models'][0]['parity']['provider']})"]
+    if "weight_sparsity" in report:  # one export's report (a folder's export.json holds several models)
+        caption.append(f"weight sparsity {100 * report['weight_sparsity']:.1f}%")
+    if "export_json" in report:
+        caption.append(f"index: {report['export_json']}")
+    t.caption = " · ".join(caption)
     return t
 
 

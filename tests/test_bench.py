@@ -10,10 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import BenchModel, Settings, run_benchmark
-from bench.harness.latency import RESULT_KEYS, measure
-from bench.harness.registry import get_runtimes
-from bench.harness.runtimes import Context
 from compress.checkpoint import save_checkpoint
 from compress.cli import main
 from compress.errors import CompressError
@@ -21,6 +17,10 @@ from compress.models import ModelSpec
 from compress.prune.masks import apply_masks, filter_masks, unstructured_masks
 from compress.prune.ratios import allocate, prunable
 from compress.prune.slim import slim_checkpoint
+from compress.timing import BenchModel, Settings, run_benchmark
+from compress.timing.latency import RESULT_KEYS, measure
+from compress.timing.registry import get_runtimes
+from compress.timing.runtimes import Context
 
 SPEC = ModelSpec("vgg13", width=0.125)
 CUDA_RUNTIMES = ("torch-bf16", "cuda-graphs", "ort-cuda")
@@ -205,7 +205,7 @@ def test_library_rejects_bad_settings(checkpoints, tmp_path):
 
 
 def test_train_throughput_script_prints_both_ratios(capsys):
-    from bench.train_throughput import main as throughput
+    from compress.bench.train_throughput import main as throughput
 
     threads = torch.get_num_threads()
     try:
@@ -220,7 +220,7 @@ def test_train_throughput_script_prints_both_ratios(capsys):
 
 
 def test_suite_folder_gives_dense_then_each_run(checkpoints, tmp_path):
-    from bench import collect_models
+    from compress.timing import collect_models
 
     suite = tmp_path / "suite"
     (suite / "omp_unstructured").mkdir(parents=True)
@@ -243,8 +243,8 @@ def test_suite_folder_gives_dense_then_each_run(checkpoints, tmp_path):
 
 
 def test_bench_figure_uses_the_report_colours():
-    from bench.harness.plot import model_colors
     from compress.plots import DENSE_COLOR, MODEL_STYLES
+    from compress.timing.plot import model_colors
 
     colors = model_colors(["dense", "omp_unstructured", "Imp_filter_0.40_acc_73.35_slim", "mystery"])
     assert colors["dense"] == DENSE_COLOR

@@ -4,7 +4,7 @@ import torch
 from compress.checkpoint import load_checkpoint, save_checkpoint
 from compress.errors import CompressError
 from compress.models import ModelSpec
-from compress.prune.channels import model_from_checkpoint
+from compress.prune.rebuild import model_from_checkpoint
 
 
 def _ckpt(spec):

@@ -9,16 +9,16 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-import export
+import compress.export as export
 from compress.checkpoint import load_checkpoint, save_checkpoint
 from compress.cli import main
 from compress.errors import CompressError
+from compress.export import available_ort_devices, check_parity, export_checkpoint, export_onnx, ort_session
+from compress.export.compact import rebuild_left_at_runtime, to_compact, to_sparse_initializers
 from compress.models import ModelSpec
 from compress.prune.masks import apply_masks, filter_masks, unstructured_masks
 from compress.prune.ratios import prunable
 from compress.prune.slim import slim_checkpoint
-from export import available_ort_devices, check_parity, export_checkpoint, export_onnx, ort_session
-from export.compact import rebuild_left_at_runtime, to_compact, to_sparse_initializers
 
 SCHEMA_MODEL_KEYS = {"name", "source", "onnx", "bytes", "format", "parity", "note"}
 PARITY_KEYS = {"max_abs_diff", "max_rel_diff", "tolerance", "images", "provider", "argmax_agreement"}
@@ -197,7 +197,7 @@ def test_compact_rewrite_is_exact_for_odd_shapes():
 
 # --------------------------------------------------------------------------- bad input
 def test_parity_failure_leaves_nothing(tmp_path, ckpts, small, monkeypatch):
-    import export.parity as parity
+    import compress.export.parity as parity
 
     real = parity._ort_logits
 

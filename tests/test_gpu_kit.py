@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import gpu_kit, gpu_kit_report
+from compress.bench import gpu_kit, gpu_kit_report
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("training", "prune", "latency", "sparse24", "planner")
@@ -32,7 +32,10 @@ def _plain_checkout(tmp: Path) -> tuple[Path, dict] | None:
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
     copy = tmp / "checkout"
     for name in filter(None, tracked.decode().split("\0")):
-        if (ROOT / name).is_file():
+        if (ROOT / name).is_symlink():  # compress/export, compress/bench: links, as git archive keeps them
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(os.readlink(ROOT / name), copy / name)
+        elif (ROOT / name).is_file():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, copy / name)
     deps = sysconfig.get_paths()["purelib"]
@@ -61,7 +64,7 @@ def tiny_kit(tmp_path_factory):
                            cwd=tmp, env=env, capture_output=True, text=True)
     assert probe.returncode == 0 and Path(probe.stdout.strip()).is_relative_to(copy), probe.stderr[-1500:]
     t0 = time.perf_counter()
-    run = subprocess.run([sys.executable, "-S", "-m", "bench.gpu_kit", "--tiny", "--device", "cpu", "--out", str(out)],
+    run = subprocess.run([sys.executable, "-S", "-m", "compress.bench.gpu_kit", "--tiny", "--device", "cpu", "--out", str(out)],
                          cwd=copy, env={**env, "COLUMNS": "200"}, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     print(f"plain-checkout tiny kit: {time.perf_counter() - t0:.0f} s")
@@ -201,23 +204,23 @@ def test_a_short_budget_skips_compile_and_the_planner(tmp_path, stub_sections, m
 
 # --------------------------------------------------------------------------- devices and runtimes
 def test_a_cuda_device_without_an_index_reaches_set_device_as_an_index(monkeypatch):
-    from bench.harness.benchmark import timing_session
-    from bench.harness.latency import Settings
+    from compress.timing.benchmark import timing_session
+    from compress.timing.latency import Settings
 
     calls = []
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(d))
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr("bench.harness.benchmark.resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr("compress.timing.benchmark.resolve_device", lambda name: torch.device("cuda"))
     with timing_session(Settings(runtimes=("torch",), device="cuda")):
         pass
     assert calls == [0] and all(isinstance(c, int) for c in calls)
 
 
 def test_torch_compile_runs_on_cpu(tmp_path):
-    from bench.harness.benchmark import run_benchmark
-    from bench.harness.latency import Settings
-    from bench.harness.models import BenchModel
     from compress.models import ModelSpec
+    from compress.timing.benchmark import run_benchmark
+    from compress.timing.latency import Settings
+    from compress.timing.models import BenchModel
 
     if shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None:
         pytest.skip("no C++ compiler: Inductor cannot build CPU kernels here")
@@ -232,11 +235,11 @@ def test_torch_compile_runs_on_cpu(tmp_path):
 
 
 def test_every_cpu_runtime_runs_once(tmp_path):
-    from bench.harness.benchmark import run_benchmark
-    from bench.harness.latency import Settings
-    from bench.harness.models import BenchModel
-    from bench.harness.registry import RUNTIMES
     from compress.models import ModelSpec
+    from compress.timing.benchmark import run_benchmark
+    from compress.timing.latency import Settings
+    from compress.timing.models import BenchModel
+    from compress.timing.registry import RUNTIMES
 
     spec = ModelSpec("vgg11", width=0.125)
     model = BenchModel("dense", "dense", spec.build().eval(), spec)

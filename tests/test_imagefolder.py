@@ -172,7 +172,7 @@ def test_pipeline_on_a_png_folder(folder, tmp_path, capsys):
     capsys.readouterr()
     if importlib.util.find_spec("export") is None:
         pytest.skip("the export package is not installed")
-    from export import export_checkpoint
+    from compress.export import export_checkpoint
 
     report = export_checkpoint(slim_path, tmp_path / "slim.onnx", data=None)
     assert (tmp_path / "slim.onnx").exists()

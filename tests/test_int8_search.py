@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from compress.cli import main
-from export import export_checkpoint, ort_session
-from export.int8_search import Attempt, search
-from export.quantize import quantize
+from compress.export import export_checkpoint, ort_session
+from compress.export.int8_search import Attempt, search
+from compress.export.quantize import quantize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -66,9 +66,9 @@ def test_qat_comes_last_and_nothing_within_the_gate_ships_nothing():
 def pruned(tiny_dense, small, tmp_path_factory):
     """A tiny VGG11 with 70% of its weights pruned (masks saved), as a checkpoint of ours."""
     from compress.checkpoint import save_checkpoint
-    from compress.prune.channels import model_from_checkpoint
     from compress.prune.masks import apply_masks, unstructured_masks
     from compress.prune.ratios import allocate
+    from compress.prune.rebuild import model_from_checkpoint
 
     ckpt, _ = tiny_dense
     model = model_from_checkpoint(ckpt)
@@ -104,8 +104,8 @@ def test_qat_exports_an_int8_file_close_to_its_fake_quant_model(pruned, small, t
     """A few QAT steps: the INT8 file passes the checker, holds QDQ nodes, keeps pruned weights at
     zero, and its ONNX Runtime outputs are close to the fake-quantized PyTorch model's."""
     from compress.checkpoint import load_checkpoint, save_checkpoint
-    from compress.prune.channels import model_from_checkpoint
-    from export.qat import QATConfig, qat_finetune
+    from compress.export.qat import QATConfig, qat_finetune
+    from compress.prune.rebuild import model_from_checkpoint
 
     path, masks = pruned
     ckpt = load_checkpoint(path)

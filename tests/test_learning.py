@@ -61,7 +61,7 @@ def test_retraining_recovers_what_heavy_pruning_took(trained, small):
 @pytest.mark.parametrize("criterion", ["taylor", "synflow"])
 @pytest.mark.parametrize("kind", [Kind.UNSTRUCTURED, Kind.FILTER])
 def test_a_second_criterion_chooses_other_weights_than_magnitude(criterion, kind, tiny_dense, small):
-    from compress.prune.channels import model_from_checkpoint
+    from compress.prune.rebuild import model_from_checkpoint
 
     ckpt, _ = tiny_dense
     model = model_from_checkpoint(ckpt)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from bench import semi_structured as ss
+from compress.bench import semi_structured as ss
 from compress.checkpoint import load_checkpoint
 from compress.cli import main
 from compress.errors import CompressError

@@ -6,14 +6,13 @@ import sys
 import pytest
 import torch
 
-from bench import Settings, run_benchmark
-from bench.harness import ov_runtimes
-from bench.harness.output import fastest_lines
-from bench.harness.registry import get_runtimes
-from bench.harness.runtimes import Skipped
 from compress.checkpoint import save_checkpoint
 from compress.cli import main
 from compress.models import ModelSpec
+from compress.timing import Settings, ov_runtimes, run_benchmark
+from compress.timing.output import fastest_lines
+from compress.timing.registry import get_runtimes
+from compress.timing.runtimes import Skipped
 
 pytest.importorskip("openvino")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -107,8 +106,8 @@ def test_quantize_for_openvino_is_gated_and_measured_in_openvino(tiny_dense, sma
     split, the file runs with int8 layers there."""
     import openvino as ov
 
-    from export import export_checkpoint
-    from export.quantize import quantize
+    from compress.export import export_checkpoint
+    from compress.export.quantize import quantize
 
     _, path = tiny_dense
     fp32 = tmp_path / "dense.onnx"

@@ -16,20 +16,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.harness import latency_table
-from bench.harness.latency_table import SideBySide, build_table, candidate_widths, layer_links, measured_widths
+from compress.analysis import latency_table
+from compress.analysis.latency_table import SideBySide, build_table, candidate_widths, layer_links, measured_widths
 from compress.analysis.planner import PlanRequest, make_plan, write_plan
 from compress.cli import main
 from compress.models import ModelSpec
-from compress.prune.allocator import GroupCurve, allocate, narrowest, ratios_for
 from compress.prune.masks import filter_groups
 from compress.prune.ratios import read_ratio_file
+from compress.prune.width_search import GroupCurve, narrowest, ratios_for, search_widths
 
 
 # --------------------------------------------------------------------------- table
 def test_table_shape_and_cache(tiny_dense, monkeypatch, one_thread):
     ckpt, _ = tiny_dense
-    from compress.prune.channels import model_from_checkpoint
+    from compress.prune.rebuild import model_from_checkpoint
 
     model, spec = model_from_checkpoint(ckpt), ModelSpec.from_dict(ckpt["model"])
     groups = filter_groups(model, spec.example_input())
@@ -91,7 +91,7 @@ def brute_force(curves, need):
 @pytest.mark.parametrize("need", [1.0, 5.0, 10.0, 14.0, 20.0, 27.0])
 def test_exact_search_finds_the_cheapest_widths(need):
     curves = synthetic_curves()
-    found = allocate(curves, need, "exact", bins=int(need))  # 1-ms bins: no rounding loss
+    found = search_widths(curves, need, "exact", bins=int(need))  # 1-ms bins: no rounding loss
     cost, widths = brute_force(curves, need)
     assert found.saving_ms >= need and found.cost == pytest.approx(cost)
 
@@ -99,16 +99,16 @@ def test_exact_search_finds_the_cheapest_widths(need):
 @pytest.mark.parametrize("need", [5.0, 10.0, 20.0])
 def test_greedy_meets_the_need_and_is_not_far_from_optimal(need):
     curves = synthetic_curves()
-    found = allocate(curves, need, "greedy")
+    found = search_widths(curves, need, "greedy")
     assert found.saving_ms >= need
     assert found.cost <= 2 * brute_force(curves, need)[0] + 1e-9
 
 
 def test_unreachable_need_and_zero_need():
     curves = synthetic_curves()
-    assert allocate(curves, 28.0) is None  # the narrowest saves 27 ms
+    assert search_widths(curves, 28.0) is None  # the narrowest saves 27 ms
     assert narrowest(curves).saving_ms == 27.0
-    assert allocate(curves, 0.0).widths == {"a": 64, "b": 128, "c": 32}
+    assert search_widths(curves, 0.0).widths == {"a": 64, "b": 128, "c": 32}
 
 
 def test_ratio_file_moves_coupled_convs_together():
@@ -126,7 +126,7 @@ def test_non_additive_saving_is_used_by_greedy():
         additive = sum(c.saving_ms[c.at(widths[c.name])] for c in curves)
         return additive - 0.5 * (1 - widths["a"] / 64) * (1 - widths["b"] / 128) * 10
 
-    found = allocate(curves, 10.0, "greedy", saving=saving)
+    found = search_widths(curves, 10.0, "greedy", saving=saving)
     assert saving(found.widths) >= 10.0 and found.saving_ms == pytest.approx(saving(found.widths))
 
 
@@ -247,7 +247,7 @@ def test_layer_model_fits_an_exactly_bilinear_clock(conv_head_model, fake_clock)
         latency = table.fit(layer_links(model, spec, groups))
         roots = list(latency.channels)
         widths = {r: latency.channels[r] // 2 for r in roots}
-        from bench.harness.latency_table import narrowed
+        from compress.analysis.latency_table import narrowed
 
         truth = timer.time({"dense": model, "cut": narrowed(model, spec, groups, widths)})["cut"]["median_ms"]
     assert latency.rms_ms < 0.05

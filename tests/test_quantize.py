@@ -9,9 +9,9 @@ import torch
 
 from compress.cli import main
 from compress.errors import CompressError
-from export import export_checkpoint, ort_session
-from export.onnx_export import export_onnx
-from export.quantize import CalibrationReader, quantize
+from compress.export import export_checkpoint, ort_session
+from compress.export.onnx_export import export_onnx
+from compress.export.quantize import CalibrationReader, quantize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -131,9 +131,9 @@ def _plain_model():
 
 def test_pruned_zeros_stay_zero_in_int8(tiny_dense, small, tmp_path):
     """Symmetric weight scales map a pruned weight to exactly 0 in INT8."""
-    from compress.prune.channels import model_from_checkpoint
     from compress.prune.masks import apply_masks, unstructured_masks
     from compress.prune.ratios import allocate
+    from compress.prune.rebuild import model_from_checkpoint
 
     ckpt, _ = tiny_dense
     model = model_from_checkpoint(ckpt)
@@ -156,7 +156,7 @@ def test_an_onnx_input_is_gated_on_the_validation_split_its_model_was_trained_be
     from compress.cli.deploy import Quantize
     from compress.data import load_dataset
     from compress.data.dataset import with_validation
-    from export import export_checkpoint
+    from compress.export import export_checkpoint
 
     ckpt, _ = tiny_dense
     split = with_validation(load_dataset("sample", quiet=True), 0.2, seed=3)

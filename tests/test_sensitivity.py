@@ -7,10 +7,10 @@ import torch
 
 from compress.analysis.sensitivity import SensitivityOptions, drop_curve, interpolate, propose_ratios, run_sensitivity
 from compress.cli import main
-from compress.pipeline.run import PruneOptions, resolve_ratios
 from compress.errors import CompressError
-from compress.prune.channels import model_from_checkpoint
+from compress.pipeline.run import PruneOptions, resolve_ratios
 from compress.prune.ratios import planned_sparsity, pruned_count, read_ratio_file
+from compress.prune.rebuild import model_from_checkpoint
 
 CPU = torch.device("cpu")
 
@@ -74,7 +74,7 @@ def test_sensitivity_writes_curves_and_a_usable_ratio_file(dense, small, tmp_pat
 
 def test_synflow_and_bn_recalibration(dense, small, tmp_path, monkeypatch):
     ckpt, _ = dense
-    monkeypatch.setattr("compress.analysis.paths.SYNFLOW_ITERATIONS", 5)
+    monkeypatch.setattr("compress.analysis.mask_grid.SYNFLOW_ITERATIONS", 5)
     opts = SensitivityOptions(kind="unstructured", ratios=(0.5, 0.9), target=0.6, criterion="synflow", recalibrate_bn=1)
     res = run_sensitivity(ckpt, small, opts, tmp_path, device=CPU, show=False)
     assert res.summary["criterion"] == "synflow" and res.summary["recalibrate_bn_images"] == 128

@@ -5,9 +5,9 @@ from compress.checkpoint import load_checkpoint, save_checkpoint
 from compress.cli import main
 from compress.errors import CompressError
 from compress.models import ModelSpec
-from compress.prune.channels import model_from_checkpoint
 from compress.prune.masks import apply_masks, filter_masks
 from compress.prune.ratios import allocate, prunable
+from compress.prune.rebuild import model_from_checkpoint
 from compress.prune.slim import slim, slim_checkpoint
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from compress.analysis.evaluate import Evaluator, layer_blocks
-from compress.analysis.paths import OneShot, SynflowPath
+from compress.analysis.mask_grid import OneShot, SynflowPath
 from compress.analysis.sweep import SweepOptions, choose_tradeoff, run_sweep, sparsity_grid
 from compress.cli import main
 from compress.errors import CompressError
@@ -50,7 +50,7 @@ def test_tradeoff_is_the_last_point_before_the_first_breakdown():
 @pytest.mark.parametrize("allocation", ["uniform", "global"])
 def test_fast_masks_equal_the_mask_functions(dense, small, allocation):
     ckpt, _ = dense
-    from compress.prune.channels import model_from_checkpoint
+    from compress.prune.rebuild import model_from_checkpoint
 
     model = model_from_checkpoint(ckpt)
     example = torch.zeros(1, 3, 32, 32)
@@ -69,7 +69,7 @@ def test_fast_masks_equal_the_mask_functions(dense, small, allocation):
 
 def test_synflow_path_masks_only_grow(dense):
     ckpt, _ = dense
-    from compress.prune.channels import model_from_checkpoint
+    from compress.prune.rebuild import model_from_checkpoint
 
     model = model_from_checkpoint(ckpt)
     example = torch.zeros(1, 3, 32, 32)
@@ -90,7 +90,7 @@ def test_synflow_path_masks_only_grow(dense):
 
 def test_folded_evaluation_matches_evaluate(dense, small):
     ckpt, _ = dense
-    from compress.prune.channels import model_from_checkpoint
+    from compress.prune.rebuild import model_from_checkpoint
 
     model = model_from_checkpoint(ckpt)
     acc, _ = evaluate(model, small, CPU)
@@ -100,7 +100,7 @@ def test_folded_evaluation_matches_evaluate(dense, small):
 def test_bn_recalibration_changes_statistics_not_weights(dense, small):
     ckpt, _ = dense
     from compress.analysis.evaluate import recalibrate_bn
-    from compress.prune.channels import model_from_checkpoint
+    from compress.prune.rebuild import model_from_checkpoint
 
     model = model_from_checkpoint(ckpt)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -117,7 +117,7 @@ def test_bn_recalibration_changes_statistics_not_weights(dense, small):
 
 def test_blocks_follow_the_resolution(dense):
     ckpt, _ = dense
-    from compress.prune.channels import model_from_checkpoint
+    from compress.prune.rebuild import model_from_checkpoint
 
     blocks = layer_blocks(model_from_checkpoint(ckpt), torch.zeros(1, 3, 32, 32), "unstructured")
     assert blocks["features.0.weight"] == "block 1 (32×32)" and blocks["features.4.weight"] == "block 2 (16×16)"
@@ -163,7 +163,7 @@ def test_sweep_writes_curve_tradeoff_and_layers(dense, small, tmp_path):
 
 def test_filter_sweep_with_synflow_and_finetune(dense, small, tmp_path, monkeypatch):
     ckpt, _ = dense
-    monkeypatch.setattr("compress.analysis.paths.SYNFLOW_ITERATIONS", 10)
+    monkeypatch.setattr("compress.analysis.mask_grid.SYNFLOW_ITERATIONS", 10)
     import compress.analysis.sweep as sweep_module
 
     calls, real_train = [], sweep_module.train

@@ -11,7 +11,7 @@ from compress.checkpoint import load_checkpoint
 from compress.cli import main
 from compress.data.imagefolder import write_image_folder
 from compress.models import create_model
-from compress.prune.channels import model_from_checkpoint
+from compress.prune.rebuild import model_from_checkpoint
 
 NO_STAGES = ["--no-slim", "--no-export", "--no-bench", "--no-report"]
 
@@ -84,7 +84,7 @@ def test_train_prune_slim_export(name, folder, tmp_path):
 
     if importlib.util.find_spec("export") is None:
         pytest.skip("the export package is not installed")
-    from export import export_checkpoint
+    from compress.export import export_checkpoint
 
     report = export_checkpoint(slim_path, tmp_path / "slim.onnx", data=None)
     assert all(m["parity"]["max_rel_diff"] <= m["parity"]["tolerance"] for m in report["models"])

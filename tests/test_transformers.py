@@ -89,9 +89,9 @@ def test_timm_vit_loses_whole_heads_and_the_file_rebuilds_them(tmp_path):
     zero q, k, v rows (and proj columns); slim removes them and lowers num_heads/attn_dim, and a
     slim checkpoint's history rebuilds the same module; ONNX Runtime agrees with it."""
     pytest.importorskip("timm")
-    from compress.prune.channels import replay_history
-    from export.onnx_export import export_onnx
-    from export.runtime import cpu_runner
+    from compress.export.onnx_export import export_onnx
+    from compress.export.runtime import cpu_runner
+    from compress.prune.rebuild import replay_history
 
     args = dict(img_size=32, patch_size=8, depth=2, embed_dim=64, num_heads=4)
     spec, masked, slimmed = _masked_and_slim("timm:vit_tiny_patch16_224", 0.5, **args)

@@ -225,7 +225,7 @@ def test_bench_that_measures_nothing_fails(tiny_dense, tmp_path, capsys):
 
 
 def test_a_runtime_that_breaks_is_failed_not_skipped(tiny_dense, tmp_path, capsys, monkeypatch):
-    from bench.harness import runtimes
+    from compress.timing import runtimes
 
     _, path = tiny_dense
 

@@ -204,7 +204,7 @@ def test_layers_lists_and_templates(tmp_path, capsys):
 
 def test_checkpoint_whose_source_is_gone(tmp_path, weight_files):
     from compress.checkpoint import save_checkpoint
-    from compress.prune.channels import model_from_checkpoint
+    from compress.prune.rebuild import model_from_checkpoint
 
     moved = tmp_path / "my_vgg.py"
     moved.write_text(ZOO.read_text())
@@ -220,4 +220,4 @@ def test_checkpoint_whose_source_is_gone(tmp_path, weight_files):
 
 
 # torchvision's hard structures (residual adds, concatenation, grouped convs, depthwise + squeeze-
-# excitation) go through prune -> slim -> ONNX -> INT8 in tests/test_zoo.py (bench.zoo's subset).
+# excitation) go through prune -> slim -> ONNX -> INT8 in tests/test_zoo.py (compress.bench.zoo's subset).

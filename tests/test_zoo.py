@@ -1,5 +1,5 @@
 """Models nobody listed: what broke on torchvision's builders is a test each, and the zoo run
-(`bench.zoo`) takes a representative subset through the whole path at small sizes."""
+(`compress.bench.zoo`) takes a representative subset through the whole path at small sizes."""
 from __future__ import annotations
 
 import json
@@ -57,7 +57,7 @@ def test_a_fixed_size_model_says_which_size_it_takes(capsys):
 def test_module_versions_survive_a_checkpoint(tmp_path):
     """MNASNet reads its version while loading; checkpoints keep plain dicts without it."""
     from compress.checkpoint import load_checkpoint, save_checkpoint
-    from compress.prune.channels import model_from_checkpoint
+    from compress.prune.rebuild import model_from_checkpoint
 
     spec = ModelSpec("torchvision:mnasnet0_5")
     model = spec.build()
@@ -99,7 +99,7 @@ SUBSET = {  # ~50 s on 2 cores (the dynamo ONNX export dominates); DenseNet's co
 
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory):
-    from bench import zoo
+    from compress.bench import zoo
 
     out = tmp_path_factory.mktemp("zoo")
     torch.set_num_threads(1)
@@ -121,7 +121,7 @@ def test_zoo_row(zoo, name):
 
 
 def test_zoo_latency_is_dense_over_slim_on_ort(tmp_path):
-    from bench import zoo
+    from compress.bench import zoo
     from compress.prune.masks import apply_masks, filter_masks
     from compress.prune.ratios import allocate
     from compress.prune.slim import slim
@@ -178,7 +178,7 @@ def test_topping_up_ratios_keeps_a_residual_group_within_one_channel():
 
 
 def test_an_interrupted_zoo_run_resumes(tmp_path):
-    from bench import zoo
+    from compress.bench import zoo
 
     base = ["--image-size", "32", "--no-latency", "--out", str(tmp_path)]
     assert zoo.main(["--models", "no_such_model", *base]) == 0  # refused at once: a row all the same

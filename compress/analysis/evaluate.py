@@ -14,8 +14,8 @@ from compress.checkpoint import check_fits_data
 from compress.data import Dataset, Loader, eval_loader
 from compress.io import check_writable
 from compress.models import ModelSpec
-from compress.prune.channels import model_from_checkpoint
 from compress.prune.ratios import prunable
+from compress.prune.rebuild import model_from_checkpoint
 from compress.train import autocast
 
 

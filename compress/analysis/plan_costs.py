@@ -12,14 +12,14 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from bench.harness.latency_table import cache_folder, candidate_widths
+from compress.analysis.latency_table import cache_folder, candidate_widths
 from compress.analysis.sensitivity import interpolate
 from compress.console import progress
 from compress.data import Dataset
 from compress.io import atomic_write
 from compress.models import ModelSpec
-from compress.prune.allocator import GroupCurve
 from compress.prune.masks import FilterGroup, apply_masks, filter_masks, group_score
+from compress.prune.width_search import GroupCurve
 from compress.train import evaluate
 
 # --------------------------------------------------------------------------- importance

@@ -1,7 +1,7 @@
 """Prune to a measured speed-up: per-group filter widths chosen from latency measured on the
 target runtime, then verified end to end (`compress plan`, `compress filter --speedup`).
 
-    table   = bench.harness.latency_table.build_table(...)   # whole network, one group narrowed at a time (cached)
+    table   = compress.analysis.latency_table.build_table(...)   # whole network, one group narrowed at a time (cached)
     latency = table.fit(layer_links(...))            # per-layer model: predicts any mix of widths
     costs   = loss_costs(...) or score_costs(...)    # what cutting each group to each width costs
     widths  = choose(curves, latency, goal)          # least cost whose predicted speed-up reaches the goal
@@ -20,10 +20,8 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from bench.harness.latency_table import SideBySide, build_table, layer_links, narrowed
-from bench.harness.registry import get_runtimes
-from bench.harness.runtimes import Context, Skipped
 from compress.analysis.goals import latency_value, speedup_value
+from compress.analysis.latency_table import SideBySide, build_table, layer_links, narrowed
 from compress.analysis.plan_costs import COSTS, curves_for, loss_costs, score_costs
 from compress.console import out
 from compress.data import Dataset
@@ -31,11 +29,13 @@ from compress.env import machine, resolve_device
 from compress.errors import CompressError
 from compress.io import atomic_write, check_writable
 from compress.models import ModelSpec
-from compress.prune.allocator import SEARCHES, Allocation, GroupCurve, allocate, narrowest, ratios_for
 from compress.prune.channels import count_macs_params
 from compress.prune.criteria import get_criterion
 from compress.prune.masks import filter_groups
 from compress.prune.ratios import check_ratios, planned_sparsity
+from compress.prune.width_search import SEARCHES, Allocation, GroupCurve, narrowest, ratios_for, search_widths
+from compress.timing.registry import get_runtimes
+from compress.timing.runtimes import Context, Skipped
 
 PLAN_FILE, PLAN_JSON = "plan.yaml", "plan.json"
 
@@ -133,13 +133,13 @@ def choose(curves: list[GroupCurve], model, goal: float, search: str) -> tuple[A
     if predicted(widest) < goal:  # the model cannot get there: every group at its narrowest
         return widest, False, predicted(widest)
     need = model.dense_ms * (1 - 1 / goal)
-    found = allocate(curves, need, search, saving=model.saving_ms)
+    found = search_widths(curves, need, search, saving=model.saving_ms)
     if found is not None and predicted(found) >= goal - 1e-9:
         return found, True, predicted(found)
     lo, hi, found = need, sum(c.saving_ms[0] for c in curves), widest
     for _ in range(16):  # the least saving asked for whose prediction still reaches the goal
         mid = (lo + hi) / 2
-        a = allocate(curves, mid, search, saving=model.saving_ms)
+        a = search_widths(curves, mid, search, saving=model.saving_ms)
         if a is not None and predicted(a) >= goal:
             hi, found = mid, a
         else:

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from compress import plots
-from compress.analysis import paths
+from compress.analysis import mask_grid
 from compress.analysis.evaluate import Evaluator, prepare_analysis, recalibrate_bn
 from compress.checkpoint import load_state
 from compress.console import progress
@@ -284,8 +284,8 @@ def _masks_along(reference: nn.Module, opts: SensitivityOptions, u: Unit, ratios
     SynFlow runs one iterative pass per unit up to its highest ratio (see `SynflowPath`).
     """
     if get_criterion(opts.criterion).iterative:
-        yield from paths.SynflowPath(reference, opts.kind, lambda s, _scores: {n: s for n in u.params}, ratios, example,
-                                     groups, iterations=paths.SYNFLOW_ITERATIONS)
+        yield from mask_grid.SynflowPath(reference, opts.kind, lambda s, _scores: {n: s for n in u.params}, ratios, example,
+                                     groups, iterations=mask_grid.SYNFLOW_ITERATIONS)
         return
     for r in ratios:
         layer_ratios = {n: r for n in u.params}

@@ -45,7 +45,7 @@ from compress.analysis.evaluate import (
     prepare_analysis,
     recalibrate_bn,
 )
-from compress.analysis.paths import OneShot
+from compress.analysis.mask_grid import OneShot
 from compress.checkpoint import load_state
 from compress.console import progress
 from compress.data import Dataset

@@ -251,7 +251,7 @@ class Compare(Command):
         from compress.checkpoint import load_checkpoint
         from compress.env import resolve_device
         from compress.errors import CompressError
-        from compress.prune.channels import model_from_checkpoint
+        from compress.prune.rebuild import model_from_checkpoint
         from compress.stats import paired, wilson
         from compress.train import correct_per_image
 

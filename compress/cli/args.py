@@ -240,15 +240,12 @@ def split_data(args, data, ckpt: dict | None = None):
 
 
 def checkpoint_data(args, ckpt: dict):
-    """--data, or else the dataset the checkpoint was trained on, at the model's image size and
-    with its recorded normalisation (on the CPU; callers move it)."""
-    from compress.checkpoint import with_contract
-    from compress.data import load_dataset
+    """--data, or else the dataset the checkpoint was trained on (`checkpoint.checkpoint_dataset`)."""
+    from compress.checkpoint import checkpoint_dataset
 
-    source = args.data if args.data != "auto" else ckpt.get("meta", {}).get("dataset", {}).get("source", "auto")
-    data = load_dataset(source, quiet=True, image_size=getattr(args, "image_size", None) or ckpt["model"].get("image_size"),
-                        stream=getattr(args, "stream", False), workers=getattr(args, "workers", None))
-    return split_data(args, with_contract(data, ckpt), ckpt)
+    return checkpoint_dataset(ckpt, args.data, val_split=getattr(args, "val_split", None),
+                              val_data=getattr(args, "val_data", None), image_size=getattr(args, "image_size", None),
+                              stream=getattr(args, "stream", False), workers=getattr(args, "workers", None))
 
 
 STAGE_NAMES = ("slim", "export", "quantize", "bench", "report")

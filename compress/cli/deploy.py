@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from compress.cli.args import add_data_args, checkpoint_data, positive_int, split_data
+from compress.cli.args import add_data_args, checkpoint_data, positive_int
 from compress.cli.base import Command, command
 from compress.console import err, notice, out
 from compress.errors import CompressError
@@ -38,11 +38,11 @@ class Export(Command):
                                                "size (default: the dataset recorded in the checkpoint, else auto); ")
 
     def run(self, args) -> int:
-        from export import export_checkpoint
-        from export.tables import export_table
+        from compress.export import export_checkpoint
+        from compress.export.tables import export_table
 
         if args.format == "openvino":
-            from export.openvino_ir import export_openvino
+            from compress.export.openvino_ir import export_openvino
 
             ir = export_openvino(args.model, args.out, data=None if args.data == "auto" else args.data, fp16=args.fp16,
                                  force=args.force)
@@ -121,9 +121,9 @@ class Bench(Command):
         o.add_argument("--force", action="store_true", help="replace earlier results in --out")
 
     def run(self, args) -> int:
-        from bench.harness.benchmark import run_benchmark
-        from bench.harness.latency import Settings
-        from bench.harness.output import bench_verdict, fastest_lines, models_table, results_table, skipped_table
+        from compress.timing.benchmark import run_benchmark
+        from compress.timing.latency import Settings
+        from compress.timing.output import bench_verdict, fastest_lines, models_table, results_table, skipped_table
 
         if args.budget is not None and args.budget <= 0:
             raise CompressError(f"--budget must be positive (got {args.budget})", "e.g. --budget 1.0")
@@ -206,13 +206,13 @@ class Quantize(Command):
                            "(default: the model's dataset); ")
 
     def run(self, args) -> int:
-        from export.quantize import quantize
-        from export.tables import attempts_table, quantize_table
+        from compress.export.quantize import quantize
+        from compress.export.tables import attempts_table, quantize_table
 
         onnx_path, data = self.inputs(args)
         qat = None
         if Path(args.model).suffix == ".pt":
-            from export.qat import qat_exporter
+            from compress.export.qat import qat_exporter
 
             qat = qat_exporter(Path(args.model), data, per_channel=args.per_channel, device=data.train_x.device)
         report = quantize(onnx_path, args.out, data, calibration=args.calibration, method=args.method,
@@ -232,9 +232,6 @@ class Quantize(Command):
     @staticmethod
     def inputs(args):
         """The fp32 ONNX file (exported from a .pt first, with its parity check) and the data."""
-        import json
-
-        from compress.data import load_dataset
         from compress.errors import CompressError
         from compress.io import check_writable
 
@@ -243,7 +240,7 @@ class Quantize(Command):
         path = Path(args.model)
         if path.suffix == ".pt":
             from compress.checkpoint import load_checkpoint
-            from export import export_checkpoint
+            from compress.export import export_checkpoint
 
             ckpt = load_checkpoint(path, kinds=("dense", "pruned", "slim"))
             data = checkpoint_data(args, ckpt)
@@ -253,7 +250,7 @@ class Quantize(Command):
             onnx_path = folder / (path.stem + ".onnx")
             if args.out is not None and onnx_path.resolve() == Path(args.out).resolve():
                 onnx_path = folder / (path.stem + ".fp32.onnx")
-            from export.quantize import int8_path
+            from compress.export.quantize import int8_path
 
             check_writable(Path(args.out) if args.out is not None else int8_path(onnx_path, args.runtime),
                            force=args.force)
@@ -262,15 +259,9 @@ class Quantize(Command):
             return onnx_path, data
         if path.suffix != ".onnx":
             raise CompressError(f"{path} is neither an ONNX file nor a checkpoint", "pass MODEL.onnx or MODEL.pt")
-        from export.quantize import read_contract
+        from compress.export.quantize import onnx_dataset
 
-        contract, proto = read_contract(path)
-        meta = {p.key: p.value for p in proto.metadata_props}
-        model = json.loads(meta.get("compress.model", "{}"))
-        source = args.data if args.data != "auto" else contract.get("data_source") or "auto"
-        data = load_dataset(source, quiet=True, image_size=model.get("image_size") or contract.get("image_size"))
-        # the validation split the model was trained beside, as recorded in the file (else --val-split)
-        recorded = {"meta": {"dataset": {"val_split": contract["val_split"]}}} if "val_split" in contract else None
-        return path, split_data(args, data, recorded)
+        return path, onnx_dataset(path, args.data, val_split=getattr(args, "val_split", None),
+                                  val_data=getattr(args, "val_data", None))
 
 

@@ -45,8 +45,8 @@ class Layers(Command):
         from compress.io import check_writable
         from compress.models import ModelSpec
         from compress.models.structure import layer_rows
-        from compress.prune.channels import model_from_checkpoint
         from compress.prune.ratios import allocate, write_ratio_file
+        from compress.prune.rebuild import model_from_checkpoint
 
         spec = _spec(args, args.num_classes, args.image_size)
         if args.checkpoint is not None:
@@ -100,9 +100,9 @@ class Import(Command):
 
     def run(self, args) -> int:
         from compress.checkpoint import save_checkpoint
-        from compress.pipeline.run import PruneOptions, resolve_dense
         from compress.env import resolve_device
         from compress.io import check_writable
+        from compress.pipeline.run import PruneOptions, resolve_dense
 
         if args.model is None:
             raise CompressError("import needs --model: the weights file does not say which architecture it fits",

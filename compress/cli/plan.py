@@ -45,9 +45,9 @@ class PlanCommand(Command):
         from compress.checkpoint import load_checkpoint
         from compress.io import check_writable
         from compress.models import ModelSpec
-        from compress.prune.channels import model_from_checkpoint
         from compress.prune.criteria import get_criterion
-        from compress.report.render import ratio_table
+        from compress.prune.rebuild import model_from_checkpoint
+        from compress.report.tables import ratio_table
 
         request = plan_request(args, args.round_to)
         if request is None:

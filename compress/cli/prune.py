@@ -99,7 +99,7 @@ class _Prune(Command):
     def run(self, args) -> int:
         from compress.pipeline.run import PruneOptions, run_prune
         from compress.presets import dense_config, retrain_config
-        from compress.report.render import artifacts_table, prune_summary
+        from compress.report.tables import artifacts_table, prune_summary
 
         world, device = data_parallel(args)
         source, model_args = model_source(args)
@@ -149,7 +149,7 @@ class _Prune(Command):
 
         from compress.pipeline.run import resolve_dense, run_prune, seeds_root
         from compress.pipeline.seeds import finished, for_seed, run_seeds
-        from compress.report.render import prune_summary
+        from compress.report.tables import prune_summary
 
         spec, _, data = resolve_dense(opts, data, device)  # weights checked before any folder exists
         name = f"{opts.method}_{opts.kind}"
@@ -249,7 +249,7 @@ class Slim(Command):
         from compress.env import resolve_device
         from compress.io import check_writable
         from compress.prune.slim import slim_checkpoint
-        from compress.report.render import slim_summary
+        from compress.report.tables import slim_summary
 
         ckpt = load_checkpoint(args.model, kinds=("pruned", "dense", "slim"))
         path = args.out or args.model.with_name(args.model.stem + "_slim.pt")
@@ -296,7 +296,7 @@ class All(Command):
 
         from compress.pipeline.run import resolve_dense, run_all
         from compress.pipeline.seeds import finished, for_seed, load_seed_manifests, run_seeds
-        from compress.report.render import suite_summary
+        from compress.report.tables import suite_summary
 
         _, _, data = resolve_dense(base, data, device)  # weights checked before any folder exists
 
@@ -319,7 +319,7 @@ class All(Command):
         from compress.models import ModelSpec
         from compress.pipeline.run import PruneOptions, run_all
         from compress.presets import dense_config, retrain_config
-        from compress.report.render import suite_summary
+        from compress.report.tables import suite_summary
 
         world, device = data_parallel(args)
         source, model_args = model_source(args)

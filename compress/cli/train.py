@@ -81,7 +81,7 @@ class Train(Command):
                               resume=args.resume)
         if not world.main:
             return 0
-        from compress.report.render import training_summary
+        from compress.report.tables import training_summary
 
         out.print(training_summary(ckpt, path))
         return 0
@@ -100,7 +100,7 @@ class Sparsity(Command):
 
     def run(self, args) -> int:
         from compress.checkpoint import load_checkpoint
-        from compress.prune.channels import model_from_checkpoint
+        from compress.prune.rebuild import model_from_checkpoint
         from compress.prune.sparsity import sparsity_report, sparsity_table, write_report
 
         ckpt = load_checkpoint(args.model)

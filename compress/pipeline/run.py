@@ -11,16 +11,16 @@ import torch
 
 from compress.baseline import get_baseline
 from compress.checkpoint import build_spec, check_fits_data, load_dense, save_checkpoint, split_for, with_contract
-from compress.pipeline.stages import bench_stage, link_or_copy, record_stage, report_stage, run_stages
 from compress.console import notice, out
 from compress.data import Dataset
 from compress.errors import CompressError
 from compress.kinds import Kind
 from compress.models import ModelSpec
 from compress.models.sources import allow_code, canonical, code_trusted
+from compress.pipeline.stages import bench_stage, link_or_copy, record_stage, report_stage, run_stages
 from compress.presets import dense_config, retrain_config, shipped_config
-from compress.prune.channels import model_from_checkpoint
 from compress.prune.ratios import allocate, planned_sparsity, read_ratio_file, round_to_multiple
+from compress.prune.rebuild import model_from_checkpoint
 from compress.prune.schedule import PruneJob, Run, prune, teacher_checkpoint
 from compress.report.runs import failed_stages
 from compress.train import Distill, TrainConfig, evaluate
@@ -281,7 +281,7 @@ def run_prune(opts: PruneOptions, data: Dataset, device: torch.device) -> dict:
         plan, ratios, target, source = planned_ratios(opts, spec, given, data, device)
     else:
         ratios, target, source = resolve_ratios(opts, probe, spec)
-    from compress.report.render import ratio_table
+    from compress.report.tables import ratio_table
 
     if opts.kind != Kind.NM and not source.startswith("global"):
         out.print(ratio_table(probe, opts.kind, ratios, source))
@@ -371,7 +371,7 @@ def run_all(base: PruneOptions, ratios: dict[str, float], data: Dataset, device:
                                    "out": run_dir, "resume": base.resume and run_dir.exists(), "force": True,
                                    "stages": tuple(s for s in base.stages if s in ("slim", "export", "quantize"))})
             m = run_prune(opts, data, device)
-            from compress.report.render import prune_summary
+            from compress.report.tables import prune_summary
 
             out.print(prune_summary(m))
         manifest["runs"][name] = name

@@ -83,7 +83,7 @@ def slim_stage(result: Path, out_dir: Path, data: Dataset, device: torch.device)
     from compress.checkpoint import load_checkpoint, save_checkpoint
     from compress.io import atomic_write
     from compress.prune.slim import slim_checkpoint
-    from compress.report.render import slim_summary
+    from compress.report.tables import slim_summary
 
     payload, res = slim_checkpoint(load_checkpoint(result, kinds=("pruned",)), data, device=device)
     path = save_checkpoint(out_dir / f"{result.stem}_slim.pt", payload)
@@ -99,16 +99,16 @@ def export_stage(models: dict[str, Path], out_dir: Path, data: Dataset) -> str:
     import importlib.util
     import json
 
-    from compress.report.render import export_table
-    from export import export_checkpoint
+    from compress.export import export_checkpoint
+    from compress.export.tables import export_table
 
     index = None
     for name, path in models.items():
         index = export_checkpoint(path, out_dir / f"{name}.onnx", data=data, force=True)["export_json"]
-    out.print(export_table(json.loads(Path(index).read_text())))
+    out.print(export_table({**json.loads(Path(index).read_text()), "export_json": index}))
     if importlib.util.find_spec("openvino") is not None:  # OpenVINO IR too, where OpenVINO is installed
+        from compress.export.openvino_ir import export_openvino
         from compress.io import atomic_write
-        from export.openvino_ir import export_openvino
 
         irs = [export_openvino(path, out_dir / f"{name}.xml", data=data, force=True) for name, path in models.items()]
         atomic_write(out_dir / "openvino.json", lambda tmp: tmp.write_text(json.dumps({"models": irs}, indent=2)))
@@ -125,10 +125,10 @@ def quantize_stage(onnx_dir: Path, data: Dataset, max_drop: float) -> str:
     """INT8 beside each plain fp32 ONNX file of the folder; quantize.json holds every report."""
     import json
 
+    from compress.export.qat import qat_exporter
+    from compress.export.quantize import AccuracyDrop, quantize
     from compress.io import atomic_write
-    from compress.report.render import quantize_table
-    from export.qat import qat_exporter
-    from export.quantize import AccuracyDrop, quantize
+    from compress.report.tables import quantize_table
 
     index = json.loads((onnx_dir / "export.json").read_text())
     reports, failed = [], []
@@ -146,7 +146,7 @@ def quantize_stage(onnx_dir: Path, data: Dataset, max_drop: float) -> str:
         {"models": reports, "failed": failed, "max_drop": max_drop}, indent=2)))
     if reports:
         out.print(quantize_table(reports))
-        from export.tables import attempts_table
+        from compress.export.tables import attempts_table
 
         for r in reports:
             if len(r.get("attempts", [])) > 1:
@@ -158,8 +158,8 @@ def quantize_stage(onnx_dir: Path, data: Dataset, max_drop: float) -> str:
 
 def bench_stage(run_dir: Path, device: torch.device, settings: dict | None) -> str:
     """A short latency/size benchmark of dense vs the result (slim for filter runs)."""
-    from bench import Settings, run_benchmark
-    from bench.harness.output import bench_verdict
+    from compress.timing import Settings, run_benchmark
+    from compress.timing.output import bench_verdict
 
     report = run_benchmark(run=run_dir, out=run_dir / "bench",
                            settings=Settings.quick(device=str(device), **(settings or {})), force=True)

@@ -1,32 +1,19 @@
-"""Removing channels from a module with Torch-Pruning's DependencyGraph, and rebuilding a slim
-module from its recorded history: what `slim` does to a masked model, and what loading a slim
-checkpoint replays (`model_from_checkpoint`), kept below both so neither imports the other.
-"""
+"""Removing channels (and attention heads) from a module with Torch-Pruning's DependencyGraph:
+what `slim` does to a masked model, recorded as the history `rebuild.replay_history` replays;
+and what a slim model's MACs, parameters and widths are."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from compress.checkpoint import build_spec, load_state
 from compress.errors import CompressError
 from compress.models import ModelSpec
-from compress.models.attention import PrunedSelfAttention, describe, head_attentions, pruned_attention_flops, remove_heads
+from compress.models.attention import PrunedSelfAttention, head_attentions, pruned_attention_flops, remove_heads
 from compress.models.structure import build_graph
 from compress.prune.masks import FilterGroup, dead_heads, filter_groups, group_score
 from compress.prune.ratios import prunable
-
-
-def model_from_checkpoint(ckpt: dict) -> nn.Module:
-    """Rebuild the exact module a checkpoint of ours describes (slim ones replay their pruning
-    history on a fresh model before the weights load)."""
-    spec = ModelSpec.from_dict(ckpt["model"])
-    model = build_spec(spec, from_checkpoint=True)
-    if ckpt.get("kind") == "slim":
-        replay_history(model, ckpt["pruning_history"], spec)
-    load_state(model, ckpt["state_dict"], ckpt["model"].get("name", "?"))
-    model.eval()
-    return model
+from compress.prune.rebuild import HEADS
 
 
 def dead_channels(model: nn.Module, group: FilterGroup) -> list[int]:
@@ -90,25 +77,6 @@ def remove_channels(model: nn.Module, example: torch.Tensor, round_to: int = 0,
             remove_heads(model, h, dead)
             history.append([h.attn, HEADS, dead])
     return model, history, rounded_extra
-
-
-HEADS = "heads"  # a history entry [attention module, "heads", removed heads]: ours, not Torch-Pruning's
-
-
-def replay_history(model: nn.Module, history: list, spec: ModelSpec) -> nn.Module:
-    """Rebuild a slim architecture: replay Torch-Pruning's history on a fresh model."""
-    model.eval()
-    dg = build_graph(model, spec.example_input())
-    try:
-        dg.load_pruning_history([list(h) for h in history if h[1] != HEADS])
-        attentions = head_attentions(model)
-        for attn_name, _, heads in (h for h in history if h[1] == HEADS):
-            remove_heads(model, attentions[attn_name], heads)
-            attentions[attn_name] = describe(attn_name, model.get_submodule(attn_name))  # a later entry may narrow it again
-    except (AttributeError, IndexError, KeyError, RuntimeError) as e:
-        raise CompressError(f"the slim model's pruning history does not fit a {spec.name} ({type(e).__name__})",
-                            "the file was made for another architecture") from None
-    return model
 
 
 tp.utils.op_counter.MODULES_MAPPING.setdefault(PrunedSelfAttention, pruned_attention_flops)

@@ -29,10 +29,10 @@ from compress.errors import CompressError
 from compress.io import atomic_write
 from compress.kinds import Kind
 from compress.models import ModelSpec
-from compress.prune.channels import model_from_checkpoint
 from compress.prune.criteria import get_criterion
 from compress.prune.masks import apply_masks, filter_groups, filter_masks, nm_masks, unstructured_masks
 from compress.prune.ratios import planned_sparsity
+from compress.prune.rebuild import model_from_checkpoint
 from compress.prune.sparsity import sparsity_report, write_report
 from compress.stats import pack_correct, unpack_correct
 from compress.train import Distill, Teacher, TrainConfig, correct_per_image, evaluate, train

@@ -21,8 +21,9 @@ from compress.data import Dataset, calibration_batch
 from compress.env import versions
 from compress.errors import CompressError
 from compress.models import ModelSpec
-from compress.prune.channels import conv_widths, count_macs_params, model_from_checkpoint, remove_channels
+from compress.prune.channels import conv_widths, count_macs_params, remove_channels
 from compress.prune.masks import filter_groups
+from compress.prune.rebuild import model_from_checkpoint
 from compress.prune.sparsity import sparsity_report
 from compress.train import evaluate
 

@@ -6,6 +6,6 @@
     sections   accuracy, confidence, rounds, layers, masks
     questions  the assignment's questions, from the template `questions.md`
     deploy     ONNX sizes, INT8, latency, imported models, plans
-    render     rich tables for the terminal (training, ratios)
+    tables     rich tables for the terminal (training, ratios, prune, slim, suite)
     writer     `write_report`: the sections in order, written atomically
 """

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from bench.harness.latency import RESULT_KEYS
 from compress.io import atomic_write
+from compress.timing.latency import RESULT_KEYS
 
 
 def write_json(report: dict, path: Path) -> Path:

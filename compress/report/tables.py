@@ -108,21 +108,6 @@ def slim_summary(stats: dict, path) -> Table:
     return t
 
 
-def export_table(report: dict) -> Table:
-    """ONNX files: size, ratio to the dense ONNX, parity with PyTorch, and what a format buys."""
-    t = Table(title="ONNX export (parity: ONNX Runtime CPU vs PyTorch on real test images)")
-    for col in ("model", "format", "file", "size", "vs dense", "max |diff|", "note"):
-        t.add_column(col, justify="right" if col in ("size", "vs dense", "max |diff|") else "left")
-    dense = report.get("dense_onnx_bytes") or 0
-    for m in report["models"]:
-        parity = m.get("parity") or {}
-        diff = parity.get("max_abs_diff")
-        t.add_row(m["name"], m["format"], Path(m["onnx"]).name, f"{m['bytes'] / 1e6:.2f} MB",
-                  f"{m['bytes'] / dense:.3f}×" if dense else "", f"{diff:.1e}" if diff is not None else "",
-                  m.get("note", ""))
-    return t
-
-
 def suite_summary(manifest: dict, folder) -> Table:
     """The four models of `compress all` against dense, and where everything is."""
     t = Table(title=f"{manifest['model']['name']} on {manifest['dataset']['name']}: dense vs pruned")

@@ -20,7 +20,8 @@ from compress.console import notice
 from compress.errors import CompressError
 from compress.kinds import Kind
 from compress.models import ModelSpec
-from compress.prune.channels import count_macs_params, model_from_checkpoint
+from compress.prune.channels import count_macs_params
+from compress.prune.rebuild import model_from_checkpoint
 from compress.prune.slim import slim_checkpoint
 
 SUITE_RUNS = ("omp_unstructured", "imp_unstructured", "omp_filter", "imp_filter")
@@ -166,6 +167,10 @@ def collect_models(paths: list[Path | str] = (), run: Path | str | None = None) 
         p = Path(p)
         if not p.exists():
             raise CompressError(f"model file {p} does not exist", "check the path (a run folder lists its models in manifest.json)")
+        if p.suffix == ".onnx":
+            raise CompressError(f"{p}: bench times checkpoints, not ONNX files (each runtime makes its own ONNX or "
+                                "INT8 model from the checkpoint, with its parity checked)", f"pass the .pt that {p.name} was "
+                                "exported from")
         if str(p.resolve()) in seen:
             continue
         seen.add(str(p.resolve()))

@@ -11,7 +11,7 @@ Two searches over the same curves:
 - `exact`: a multiple-choice knapsack solved by dynamic programming over the latency to save,
   cut into `bins` steps (savings rounded down, so a solution found saves at least the need):
   the least total cost of any choice of widths when savings add up, which they only roughly do.
-On VGG13 (`python -m bench.speedup_planner`) greedy on the latency model reached each target at
+On VGG13 (`python -m compress.bench.speedup_planner`) greedy on the latency model reached each target at
 a lower cost than exact on the additive savings.
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ def narrowest(curves: list[GroupCurve], saving: Saving | None = None) -> Allocat
     return _total(curves, {c.name: c.widths[0] for c in curves}, saving)
 
 
-def allocate(curves: list[GroupCurve], need_ms: float, search: str = "greedy", bins: int = 400,
+def search_widths(curves: list[GroupCurve], need_ms: float, search: str = "greedy", bins: int = 400,
              saving: Saving | None = None) -> Allocation | None:
     """Widths that save at least `need_ms` with the least cost; None if none can.
 

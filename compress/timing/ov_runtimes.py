@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.harness.models import BenchModel
-from bench.harness.runtimes import Context, Failed, Runtime, Skipped
+from compress.timing.models import BenchModel
+from compress.timing.runtimes import Context, Failed, Runtime, Skipped
 
 WEIGHTED_LAYERS = ("Convolution", "FullyConnected", "MatMul", "GroupConvolution")
 

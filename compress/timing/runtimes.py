@@ -25,10 +25,10 @@ import torch
 import torch._dynamo
 import torch.nn as nn
 
-from bench.harness.models import BenchModel
 from compress.data import load_dataset
 from compress.errors import CompressError
-from export import ort_session
+from compress.export import ort_session
+from compress.timing.models import BenchModel
 
 CUDA_GRAPH_MAX_BATCH = 64  # launch overhead matters at small batches; large ones are compute-bound
 
@@ -58,7 +58,7 @@ class Context:
         """The model exported once to ONNX (dynamic batch), shared by the ONNX runtimes."""
         if model.name not in self._onnx:
             try:  # the export package is imported here, guarded: without onnx the torch runtimes still run
-                from export import export_onnx
+                from compress.export import export_onnx
             except ImportError as e:
                 self._onnx[model.name] = Skipped(f"ONNX export is unavailable ({e})")
             else:
@@ -82,7 +82,7 @@ class Context:
         key = (model.name, activations)
         if key not in self._int8:
             try:
-                from export.quantize import CalibrationReader, calibration_images, quantize_file
+                from compress.export.quantize import CalibrationReader, calibration_images, quantize_file
 
                 fp32 = self.onnx_path(model)
                 data = load_dataset(model.meta.get("data_source") or "sample", quiet=True,
@@ -306,7 +306,7 @@ class OrtCUDA(Runtime):
         _onnxruntime()
         _need_cuda(ctx)
         try:
-            from export import available_ort_devices
+            from compress.export import available_ort_devices
         except ImportError as e:
             raise Skipped(f"ONNX export is unavailable ({e})") from None
         if "cuda" not in available_ort_devices():

@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from bench.harness.models import BenchModel
-from bench.harness.runtimes import Context, Failed, Runtime, Skipped
-from bench.harness.timing import CudaClock, WallClock, summarize
 from compress.console import progress
+from compress.timing.clocks import CudaClock, WallClock, summarize
+from compress.timing.models import BenchModel
+from compress.timing.runtimes import Context, Failed, Runtime, Skipped
 
 RESULT_KEYS = ("model", "runtime", "batch_size", "status", "reason", "median_ms", "p90_ms", "min_ms", "max_ms",
                "iqr_ms", "images_per_s", "speedup_vs_dense", "speedup_vs_dense_fp32", "speedup_vs_fp32", "peak_gpu_mb",

@@ -1,9 +1,18 @@
 """Every runtime by name: PyTorch and ONNX Runtime (`runtimes`), OpenVINO (`ov_runtimes`)."""
 from __future__ import annotations
 
-from bench.harness.ov_runtimes import OPENVINO_RUNTIMES
-from bench.harness.runtimes import CudaGraphs, OrtCPU, OrtCPUInt8, OrtCUDA, Runtime, TorchBF16, TorchCompile, TorchEager
 from compress.errors import CompressError, did_you_mean
+from compress.timing.ov_runtimes import OPENVINO_RUNTIMES
+from compress.timing.runtimes import (
+    CudaGraphs,
+    OrtCPU,
+    OrtCPUInt8,
+    OrtCUDA,
+    Runtime,
+    TorchBF16,
+    TorchCompile,
+    TorchEager,
+)
 
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in (TorchEager(), TorchBF16(), CudaGraphs(), TorchCompile(),
                                                     OrtCPU(), OrtCPUInt8(), OrtCUDA(), *OPENVINO_RUNTIMES)}

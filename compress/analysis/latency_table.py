@@ -3,13 +3,13 @@
 For every prunable channel group (Torch-Pruning's coupled groups, `compress.prune.masks.filter_groups`)
 the whole network is measured with that one group narrowed to 1/8, 1/4, 1/2 and 3/4 of its
 filters (kept widths rounded to `round_to`), every other group dense, all variants and the
-dense model timed side by side in one interleaved run (`bench.harness.latency.measure`).
+dense model timed side by side in one interleaved run (`compress.timing.latency.measure`).
 
 Predicting a mix of widths from these single cuts: simply adding the savings counts twice every
 layer that sits between two cut groups (its MACs shrink with the product of both widths). So
 the table is turned into a per-layer model (`LayerModel`): each conv/linear layer's cost at full
 width, fitted to the measurements, shrinking with its kept MAC fraction. Measured on VGG13
-(ort-cpu, batch 64, 2 threads, 8 random width mixes, `python -m bench.speedup_planner --predictor-only`):
+(ort-cpu, batch 64, 2 threads, 8 random width mixes, `python -m compress.bench.speedup_planner --predictor-only`):
 the layer model's speed-up is within -0.8..+3.2% of the measured one, the additive sum 10-62% too
 optimistic. Whole-network measurements (rather than timing each layer as a block) keep what a
 block cannot see (the runtime's fusions, memory traffic between layers, per-call overhead) and
@@ -32,9 +32,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from bench.harness.benchmark import timing_session
-from bench.harness.latency import Settings, measure
-from bench.harness.models import BenchModel
 from compress.console import out
 from compress.env import cpu_name, versions
 from compress.errors import CompressError
@@ -43,6 +40,9 @@ from compress.models import ModelSpec
 from compress.models.structure import layer_rows
 from compress.prune.channels import conv_widths, remove_channels
 from compress.prune.masks import FilterGroup, apply_masks, filter_groups, filter_masks
+from compress.timing.benchmark import timing_session
+from compress.timing.latency import Settings, measure
+from compress.timing.models import BenchModel
 
 FRACTIONS = (0.125, 0.25, 0.5, 0.75)  # of a group's filters kept, in the table's measurements
 FORMAT = "compress-latency-table/1"
@@ -133,7 +133,7 @@ class LayerModel:
     per-call overhead that no width changes) come from the runtime itself.
     Measured on VGG13 (ort-cpu, batch 64, 2 threads), 8 random width mixes: this model's
     speed-up within -0.8..+3.2% of the measured one, the additive table 10-62% too optimistic
-    (`python -m bench.speedup_planner --predictor-only`).
+    (`python -m compress.bench.speedup_planner --predictor-only`).
     """
 
     dense_ms: float

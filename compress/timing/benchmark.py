@@ -10,17 +10,17 @@ from typing import Iterator
 
 import torch
 
-from bench.harness.latency import Settings, measure
-from bench.harness.models import BenchModel, collect_models
-from bench.harness.output import fastest, write_csv, write_json
-from bench.harness.ov_runtimes import compile_config
-from bench.harness.plot import plot_bench
-from bench.harness.registry import get_runtimes
-from bench.harness.runtimes import Context
 from compress.console import notice
 from compress.env import cuda_index, machine, resolve_device
 from compress.errors import CompressError
 from compress.io import check_writable
+from compress.timing.latency import Settings, measure
+from compress.timing.models import BenchModel, collect_models
+from compress.timing.output import fastest, write_csv, write_json
+from compress.timing.ov_runtimes import compile_config
+from compress.timing.plot import plot_bench
+from compress.timing.registry import get_runtimes
+from compress.timing.runtimes import Context
 
 FILES = ("bench.json", "bench.csv", "bench.png")
 
