@@ -8,7 +8,7 @@ Random weights (speed does not depend on training). Variants, all slimmed with
   uniform     40% of every conv layer's filters (`allocate(..., "uniform")`)
   uniform-r8  uniform, kept widths rounded to multiples of 8 (`round_to_multiple`, >= 40% overall)
   uniform-r16 the same with multiples of 16
-Target (issue 5): config slim vs dense >= 2.0x on ONNX Runtime CPU at batch 64.
+Target: config slim vs dense >= 2.0x on ONNX Runtime CPU at batch 64.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ VGG13 with random weights (speed and size do not depend on training; accuracy do
 measured on trained models by `compress quantize` and the pipeline's quantize stage): dense and
 the slim model of the shipped 40% filter ratio file, each in fp32 (`ort-cpu`) and INT8 (static
 QDQ S8S8, per-channel weights, calibrated on 256 training images: `ort-cpu-int8`), interleaved in
-one process. Targets (issue 12), at batch 64 on 2 threads: slim INT8 >= 4.5x dense fp32, dense
+one process. Targets, at batch 64 on 2 threads: slim INT8 >= 4.5x dense fp32, dense
 INT8 >= 2.5x dense fp32; slim INT8 file <= 0.10x the dense fp32 file.
 """
 from __future__ import annotations

@@ -13,7 +13,7 @@ On the trained VGG13 baseline of the bundled sample (the cached one; trained fir
 4. one final interleaved run of all of them against dense: the speed-ups reported;
 5. the predictor check: random width mixes measured against dense beside the added-up table
    and the fitted per-layer model (`--predictor-only` runs just this).
-Targets (issue 13), ONNX Runtime CPU, batch 64, 2 threads: 2x, 3x and 4x each met within 10%
+Targets: ONNX Runtime CPU, batch 64, 2 threads: 2x, 3x and 4x each met within 10%
 by the final measured speed-up; at equal MACs the planned widths run faster than uniform ones.
 Accuracy after retraining needs training: the script prints the commands (README has results).
 """

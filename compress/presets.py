@@ -17,7 +17,7 @@ DENSE = TrainConfig()
 # dense schedule's peak rate, replayed within each round (short warm-up, cosine to 0), 9 epochs
 # in all (split across IMP rounds). The peak rate was re-measured on the VALIDATION split (814
 # held-out training images; VGG13 on the sample, seed 0, OMP unstructured 80%, 9 epochs;
-# `compress compare --split val`): 0.1 per 128 images -> 72.11%, 0.05 -> 71.13% (-0.98, McNemar
+# `compress compare --evaluate-on val`): 0.1 per 128 images -> 72.11%, 0.05 -> 71.13% (-0.98, McNemar
 # p = 0.28), 0.02 -> 68.80% (-3.32, p = 0.002). 0.1 stays: nothing beats it, and 0.02 is worse
 # beyond noise. (The test split, only reported: 70.60 / 70.89 / 69.12%.)
 RETRAIN = replace(DENSE, epochs=9, warmup_epochs=0.5)

@@ -42,7 +42,7 @@ class TrainConfig:
     # images per optimiser step (the global batch under torchrun). 64 over 128: on the sample's
     # images more steps per epoch beat bigger batches at the same images/s on CPU. On VALIDATION
     # (814 held-out images, VGG13, 20 epochs, seed 0; docs/measure.sh: compress train --batch-size
-    # 128, then compress compare --split val): 70.88% vs 60.07%, -10.81 points (95% CI -14.08 to
+    # 128, then compress compare --evaluate-on val): 70.88% vs 60.07%, -10.81 points (95% CI -14.08 to
     # -7.54, McNemar p = 2e-10). Test, only reported: 70.99% vs 59.9%.
     batch_size: int = 64
     lr: float = 0.1  # peak learning rate per 128 images, scaled linearly with batch_size (0.05 at 64)

@@ -20,7 +20,7 @@ t bench64 compress bench --run all --batch-sizes 64 --runtimes ort-cpu,torch --b
 # where one-shot pruning breaks; a second criterion; per-layer sensitivity
 t sweep_unstructured compress sweep "$D" --data sample --out sweep_unstructured
 t sweep_filter compress sweep "$D" --data sample --kind filter --out sweep_filter
-t criteria compress sweep "$D" --data sample --start 0.5 --stop 0.98 --step 0.02 --criteria magnitude,taylor,synflow --out criteria
+t criteria compress sweep "$D" --data sample --start 0.5 --stop 0.98 --step 0.02 --criterion magnitude,taylor,synflow --out criteria
 t sensitivity compress sensitivity "$D" --data sample --target 0.8 --out sens
 
 # layer ratios and retraining lr for OMP unstructured 80% (the shipped ratio file at lr 0.1 is all/omp_unstructured)
@@ -36,7 +36,7 @@ python -m compress.bench.filter_speedup | tee "$WORK/filter_speedup.out"
 python -m compress.bench.quantize_speedup | tee "$WORK/quantize_speedup.out"
 python -m compress.bench.speedup_planner --threads 2 --out "$WORK/speedup_planner" | tee "$WORK/speedup_planner.out"
 python -m compress.bench.semi_structured | tee "$WORK/semi.out"
-python -m export.sizes --out "$WORK/sizes" | tee "$WORK/sizes.out"
+python -m compress.export.sizes --out "$WORK/sizes" | tee "$WORK/sizes.out"
 
 # your own model: a VGG13 from a .py file, trained by a plain PyTorch script, then the whole pipeline;
 # a torchvision model (CIFAR-stem ResNet-18) with a baseline trained here
@@ -63,10 +63,10 @@ D0=$WORK/all_seeds/seed_0/dense.pt
 for lr in 0.05 0.02; do
   t omp_lr$lr compress unstructured --ratio 0.8 --omp --checkpoint "$D0" --data sample --lr $lr --no-export --no-quantize --no-bench --no-report --out omp_lr$lr
 done
-t compare_lr compress compare all_seeds/seed_0/omp_unstructured/Omp_unstructured_0.80_acc_*.pt omp_lr0.05/Omp_*.pt omp_lr0.02/Omp_*.pt --split val
+t compare_lr compress compare all_seeds/seed_0/omp_unstructured/Omp_unstructured_0.80_acc_*.pt omp_lr0.05/Omp_*.pt omp_lr0.02/Omp_*.pt --evaluate-on val
 # dense batch size: 64 (the recipe) vs 128, same seed and epochs
 t dense_b128 compress train --batch-size 128 --data sample --out dense_b128.pt
-t compare_batch compress compare "$D0" dense_b128.pt --split val
+t compare_batch compress compare "$D0" dense_b128.pt --evaluate-on val
 
 # scaling out (issue 14): one epoch of the dense VGG13 recipe (global batch 64), one process vs two
 # Gloo processes on the same 2 cores (each at 1 thread), then two with --sync-bn: a correctness check
@@ -113,5 +113,5 @@ python -m compress.bench.cpu_bf16 | tee "$WORK/cpu_bf16.out"
 # bf16 training on this CPU against the fp32 dense model above (same recipe and seed), on validation
 cd "$WORK"
 COMPRESS_CPU_BF16=1 t dense_bf16 compress train --model vgg13 --data sample --precision bf16 --out kd_dense_bf16.pt
-t compare_bf16 compress compare kd_dense.pt kd_dense_bf16.pt --split val --data sample
+t compare_bf16 compress compare kd_dense.pt kd_dense_bf16.pt --evaluate-on val --data sample
 unset COMPRESS_CPU_BF16

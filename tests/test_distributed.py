@@ -138,7 +138,7 @@ def test_a_sweep_split_over_two_ranks_gives_the_same_table(tiny_dense, tmp_path,
 
     _, dense = tiny_dense
     args = ["sweep", str(dense), "--data", "sample", "--first", "0.3", "--stop", "0.9", "--step", "0.1",
-            "--criteria", "magnitude,taylor"]
+            "--criterion", "magnitude,taylor"]
     r = _torchrun(args + ["--out", str(tmp_path / "two")], tmp_path, 33)
     assert r.returncode == 0, r.stderr[-3000:]
     assert main(args + ["--out", str(tmp_path / "one")]) == 0

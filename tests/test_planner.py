@@ -286,7 +286,7 @@ def test_plan_needs_a_target_and_speedup_excludes_ratio(tiny_dense, capsys, tmp_
 def test_filter_speedup_runs_the_pipeline(tiny_dense, fake_clock, tmp_path, capsys, one_thread):
     _, path = tiny_dense
     run = tmp_path / "run"
-    code = main(["filter", "--speedup", "1.5", "--round-to", "4", "--at-batch", "2", "--checkpoint", str(path),
+    code = main(["filter", "--speedup", "1.5", "--round-to", "4", "--latency-batch", "2", "--checkpoint", str(path),
                  "--data", "sample", "--epochs", "1", "--out", str(run), "--no-export", "--no-quantize",
                  "--no-bench", "--no-report"])
     assert code == 0

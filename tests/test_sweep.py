@@ -30,7 +30,7 @@ def test_grid_is_inclusive_and_checked():
     for bad in [(0.9, 0.8, 0.01), (0.8, 0.98, 0.0), (0.8, 1.0, 0.01), (-0.1, 0.5, 0.1), (0.1, 0.9, 1e-6)]:
         with pytest.raises(CompressError):
             sparsity_grid(*bad)
-    with pytest.raises(CompressError, match="tolerance"):
+    with pytest.raises(CompressError, match="--max-drop"):
         SweepOptions(tolerance=-1).validate()
     with pytest.raises(CompressError, match="above --stop"):
         SweepOptions(start=0.9, stop=0.5).validate()
@@ -213,8 +213,8 @@ def test_cli_sweep_and_its_errors(dense, tmp_path, capsys):
         (["sweep", str(tmp_path / "missing.pt")], "does not exist"),
         (["sweep", str(path), "--start", "0.9", "--stop", "0.8"], "above --stop"),
         (["sweep", str(path), "--step", "0"], "--step must be positive"),
-        (["sweep", str(path), "--tolerance", "-1"], "--tolerance"),
-        (["sweep", str(path), "--criteria", "magnitude,bogus"], "unknown criterion 'bogus'"),
+        (["sweep", str(path), "--max-drop", "-1"], "--max-drop"),
+        (["sweep", str(path), "--criterion", "magnitude,bogus"], "unknown criterion 'bogus'"),
     ]:
         code, _, err = run(argv, capsys)
         lines = [line for line in err.splitlines() if line.strip()]

@@ -67,11 +67,11 @@ class PlanRequest:
         if self.latency_ms is not None:
             latency_value(str(self.latency_ms))
         if self.batch < 1:
-            raise CompressError(f"--at-batch must be >= 1 (got {self.batch})", "e.g. --at-batch 64")
+            raise CompressError(f"--latency-batch must be >= 1 (got {self.batch})", "e.g. --latency-batch 64")
         if self.round_to < 1:
             raise CompressError(f"--round-to must be >= 1 (got {self.round_to})", "e.g. --round-to 16")
         if not 0 < self.tolerance < 0.5:
-            raise CompressError(f"--tolerance {self.tolerance} is outside (0, 0.5)", "e.g. --tolerance 0.05")
+            raise CompressError(f"--speedup-tolerance {self.tolerance} is outside (0, 0.5)", "e.g. --speedup-tolerance 0.05")
         get_criterion(self.criterion)  # an unknown name is an error here, before any work
         if self.cost not in COSTS:
             raise CompressError(f"unknown cost {self.cost!r}", f"choose one of: {', '.join(COSTS)}")

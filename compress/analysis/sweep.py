@@ -99,14 +99,14 @@ class SweepOptions:
         if self.allocation not in ALLOCATIONS:
             raise CompressError(f"unknown allocation {self.allocation!r}", did_you_mean(self.allocation, ALLOCATIONS))
         if not self.criteria:
-            raise CompressError("no criterion given", f"e.g. --criteria {','.join(CRITERIA)}")
+            raise CompressError("no criterion given", f"e.g. --criterion {','.join(CRITERIA)}")
         for c in self.criteria:
             get_criterion(c)
         if len(set(self.criteria)) != len(self.criteria):
             raise CompressError(f"criteria listed twice: {','.join(self.criteria)}", "name each criterion once")
         if self.tolerance is not None and not (math.isfinite(self.tolerance) and self.tolerance >= 0):
-            raise CompressError(f"--tolerance must be a number of accuracy points >= 0 (got {self.tolerance})",
-                                "e.g. --tolerance 1.0 for 'within one point of dense'")
+            raise CompressError(f"--max-drop must be a number of accuracy points >= 0 (got {self.tolerance})",
+                                "e.g. --max-drop 1.0 for 'within one point of dense'")
         if self.finetune_steps < 0:
             raise CompressError(f"--finetune-steps must be >= 0 (got {self.finetune_steps})")
         if self.recalibrate_bn < 0:
@@ -219,7 +219,7 @@ def run_sweep(ckpt: dict, data: Dataset, opts: SweepOptions, out_dir: Path, *, d
         "grid": {"start": grid[0], "stop": grid[-1], "step": opts.step or DEFAULT_GRID[opts.kind][2], "points": len(grid)},
         "choices_on": "validation" if tester else "test (no validation split: --val-split 0)",
         "dense_accuracy": round(dense_acc, 2), "dense_test_accuracy": round(dense_test, 2), "tolerance": tol,
-        "tolerance_source": "--tolerance" if opts.tolerance is not None else "default: max(1 point, 2 standard errors)",
+        "tolerance_source": "--max-drop" if opts.tolerance is not None else "default: max(1 point, 2 standard errors)",
         "rule": RULE.format(tol=tol),
         "treatment": opts.treatment or "none (pure one-shot)",
         # binomial standard error of one accuracy on the split the choice reads: differences below it are noise

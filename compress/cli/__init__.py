@@ -20,6 +20,15 @@ COMMAND_MODULES = ("compress.cli.train", "compress.cli.prune", "compress.cli.dep
                    "compress.cli.model", "compress.cli.plan")
 
 
+# the order `compress --help` lists the commands in: a workflow top to bottom
+WORKFLOW = ("models", "layers", "import", "train",          # the model
+            "sweep", "sensitivity", "plan",                 # analyse it
+            "unstructured", "filter", "nm", "all",          # prune it
+            "slim", "export", "quantize", "bench",          # deploy it
+            "sparsity", "compare", "report")                # inspect what came out
+TORCHRUN = ("train", "unstructured", "filter", "nm", "all", "sweep", "sensitivity")  # data_parallel() callers
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
@@ -31,12 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="compress",
         description="Prune CNNs, physically remove what was pruned, export slim ONNX models and measure them.",
-        epilog="Run `compress COMMAND --help` for a command's options.",
+        epilog="Commands are listed in the order of a workflow: know the model, train or import it, analyse, "
+               "prune, deploy, inspect. Under torchrun (`torchrun --nproc_per_node N -m compress ...`): "
+               f"{', '.join(TORCHRUN)}. Run `compress COMMAND --help` for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"compress {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for name, cmd in COMMANDS.items():
+    missing = set(COMMANDS) - set(WORKFLOW)
+    assert not missing, f"commands without a place in WORKFLOW: {sorted(missing)}"
+    for name in WORKFLOW:
+        cmd = COMMANDS[name]
         p = sub.add_parser(name, help=cmd.help, description=cmd.help)
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
         p.add_argument("--trust-code", action="store_true",

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from compress.cli.args import add_data_args, checkpoint_data
+from compress.cli.args import Renamed, add_data_args, checkpoint_data
 from compress.cli.base import Command, command
 from compress.console import out
 
@@ -70,8 +70,10 @@ class Sweep(Command):
         g.add_argument("--allocation", choices=("uniform", "global"), default="global",
                        help="global (default): one ranking over all layers decides where to prune, as the lab's "
                             "MATLAB example; uniform: the same ratio for every layer")
-        g.add_argument("--criteria", default="magnitude", metavar="LIST",
-                       help="comma-separated: magnitude, taylor, synflow (several = one curve each, one figure)")
+        g.add_argument("--criterion", dest="criteria", default="magnitude", metavar="LIST",
+                       help="magnitude (default), taylor or synflow; comma-separated for several (one curve each, "
+                            "one figure)")
+        g.add_argument("--criteria", dest="criteria", action=Renamed, new="--criterion")
         f = p.add_argument_group("per point")
         f.add_argument("--recalibrate-bn", type=_non_negative_int, default=4, metavar="N",
                        help="re-estimate BatchNorm statistics on N batches of 128 training images after pruning each "
@@ -80,10 +82,11 @@ class Sweep(Command):
         f.add_argument("--finetune-steps", type=_non_negative_int, default=0, metavar="N",
                        help="masked SGD steps (batch 128) after pruning each point, before evaluating (default 0: one-shot)")
         f.add_argument("--finetune-lr", type=float, default=0.01, metavar="LR", help="constant lr of that fine-tune at batch 128 (default 0.01)")
-        f.add_argument("--tolerance", type=_fraction, default=None, metavar="POINTS",
+        f.add_argument("--max-drop", type=_fraction, default=None, metavar="POINTS",
                        help="accuracy points below dense still acceptable at the trade-off (default: 1 point, or two "
                             "standard errors of an accuracy on the validation split when that is larger: 3.1 on "
                             "the sample's 814 validation images, where one point is noise)")
+        f.add_argument("--tolerance", type=_fraction, dest="max_drop", action=Renamed, new="--max-drop")
         o = p.add_argument_group("output")
         o.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder (default MODEL_sweep_KIND beside the model)")
         o.add_argument("--force", action="store_true", help="overwrite existing sweep files in --out")
@@ -97,7 +100,7 @@ class Sweep(Command):
         opts = SweepOptions(kind=args.kind, start=args.start, stop=args.stop, step=args.step,
                             allocation=args.allocation, criteria=tuple(c.strip() for c in args.criteria.split(",") if c.strip()),
                             recalibrate_bn=args.recalibrate_bn, finetune_steps=args.finetune_steps,
-                            finetune_lr=args.finetune_lr, tolerance=args.tolerance)
+                            finetune_lr=args.finetune_lr, tolerance=args.max_drop)
         opts.validate()  # bad ranges fail before any file is read
         out_dir = args.out or args.model.with_name(f"{args.model.stem}_sweep_{args.kind}")
         ckpt, data, device = _load(args)
@@ -240,7 +243,7 @@ class Compare(Command):
     def add_arguments(self, p):
         p.add_argument("models", type=Path, nargs="+", metavar="MODEL.pt",
                        help="checkpoints of ours (dense, pruned, slim); the first is the reference")
-        p.add_argument("--split", choices=("test", "val"), default="test",
+        p.add_argument("--evaluate-on", choices=("test", "val"), default="test",
                        help="test (default): report; val: choose between recipes without reading the test split")
         add_data_args(p)
 
@@ -264,9 +267,9 @@ class Compare(Command):
         if len(prints) > 1 and args.data == "auto":
             raise CompressError("the models were trained on different datasets",
                                 "pass --data to score them all on the same test images")
-        right = [correct_per_image(model_from_checkpoint(c).to(device), data, device, split=args.split) for c in ckpts]
+        right = [correct_per_image(model_from_checkpoint(c).to(device), data, device, split=args.evaluate_on) for c in ckpts]
         n = len(right[0])
-        t = Table(title=f"top-1 on {n} {'validation' if args.split == 'val' else 'test'} images ({data.name})",
+        t = Table(title=f"top-1 on {n} {'validation' if args.evaluate_on == 'val' else 'test'} images ({data.name})",
                   title_justify="left")
         for col in ("model", "accuracy", "95% interval (Wilson)"):
             t.add_column(col, justify="left" if col == "model" else "right")

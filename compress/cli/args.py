@@ -49,7 +49,8 @@ def add_data_args(p: argparse.ArgumentParser, only: tuple[str, ...] | None = Non
             p.add_argument(*names, **kw)
 
     data_help = ("CIFAR-10 folder (cifar-10-batches-py), 'sample' (bundled 4068/1017 images), 'cifar10' "
-                        "(cache or download), 'imagefolder:PATH', or 'auto' (cache, download, else sample)")
+                        "(cache or download), 'imagefolder:PATH', or 'auto' (default: a checkpoint's own dataset, else the cache, a download, "
+                 "else the sample)")
     add("--data", default="auto", metavar="SOURCE", help=helps.get("data", "") + data_help)
     add("--image-size", type=positive_int, default=None, metavar="N",
                    help=helps.get("image_size", "resize images to N x N px (image folders: default their own size "
@@ -309,6 +310,22 @@ class Deprecated(argparse.Action):
         notice(f"{option_string} does nothing here ({self.why}) and will be removed; drop it")
 
 
+class Renamed(argparse.Action):
+    """An option's old name: still accepted, so scripts keep working, its value stored under the
+    new name with a notice; hidden from help. (`Deprecated` is for an option that does nothing.)"""
+
+    def __init__(self, option_strings, dest, new: str = "", **kw):
+        kw["default"] = argparse.SUPPRESS
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kw)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from compress.console import notice
+
+        notice(f"{option_string} is now {self.new} (the old name will be removed)")
+        setattr(namespace, self.dest, values)
+
+
 def add_quantize_args(p) -> None:
     p.add_argument("--max-drop", type=float, default=1.0, metavar="POINTS",
                    help="an INT8 model losing more top-1 than this vs its fp32 model fails the quantize stage "
@@ -332,22 +349,24 @@ def add_plan_args(p, round_to_default: int | None = 16) -> None:
 
     t = p.add_mutually_exclusive_group()
     t.add_argument("--speedup", type=_arg_type(speedup_value), default=None, metavar="X",
-                   help="prune to X times the dense model's speed, measured on --runtime at --at-batch "
+                   help="prune to X times the dense model's speed, measured on --runtime at --latency-batch "
                         "(per-layer widths chosen from a measured latency table, then verified)")
     t.add_argument("--latency-ms", type=_arg_type(latency_value), default=None, metavar="MS",
-                   help="prune until one batch of --at-batch images takes at most MS milliseconds on --runtime "
-                        "(within --tolerance: measured times move by a few %% between runs)")
+                   help="prune until one batch of --latency-batch images takes at most MS milliseconds on "
+                        "--runtime (within --speedup-tolerance: measured times move by a few %% between runs)")
     p.add_argument("--runtime", default="ort-cpu",
                    help="where latency is measured: ort-cpu (default), torch (CPU or --device), torch-bf16 (CUDA), ...")
-    p.add_argument("--at-batch", type=positive_int, default=64, metavar="N",
+    p.add_argument("--latency-batch", type=positive_int, default=64, metavar="N",
                    help="batch size the latency is measured at (not the training batch; default 64)")
+    p.add_argument("--at-batch", type=positive_int, dest="latency_batch", action=Renamed, new="--latency-batch")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads of the runtime (default: torch's)")
     if round_to_default is not None:
         p.add_argument("--round-to", type=positive_int, default=round_to_default, metavar="M",
                        help=f"kept widths are multiples of M (default {round_to_default})")
-    p.add_argument("--tolerance", type=float, default=0.05,
+    p.add_argument("--speedup-tolerance", type=float, default=0.05, metavar="FRACTION",
                    help="a measured speed-up within this fraction of the target (or a time within this "
                         "fraction above --latency-ms) is a hit (default 0.05)")
+    p.add_argument("--tolerance", type=float, dest="speedup_tolerance", action=Renamed, new="--speedup-tolerance")
     p.add_argument("--cost", choices=("loss", "score"), default="loss",
                    help="what cutting a layer costs: loss (default: the training loss increase when that layer alone "
                         "is cut, on 512 training images) or score (the --criterion scores of the filters cut)")
@@ -362,9 +381,9 @@ def plan_request(args, round_to: int):
 
     if args.speedup is None and args.latency_ms is None:
         return None
-    return PlanRequest(speedup=args.speedup, latency_ms=args.latency_ms, runtime=args.runtime, batch=args.at_batch,
+    return PlanRequest(speedup=args.speedup, latency_ms=args.latency_ms, runtime=args.runtime, batch=args.latency_batch,
                        threads=args.threads, round_to=round_to, criterion=args.criterion, cost=args.cost, search=args.search,
-                       tolerance=args.tolerance, device=args.device)
+                       tolerance=args.speedup_tolerance, device=args.device)
 
 
 def train_config(args, base=None):

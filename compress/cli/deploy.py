@@ -88,7 +88,7 @@ def non_negative_int(text: str) -> int:
 @command
 class Bench(Command):
     name = "bench"
-    help = "measure latency and size of dense vs pruned models on PyTorch and ONNX Runtime"
+    help = "measure latency and size of dense vs pruned models on PyTorch, ONNX Runtime and OpenVINO"
 
     def add_arguments(self, p):
         m = p.add_argument_group("what to measure")
@@ -168,7 +168,8 @@ def _exported_from(onnx_path: Path, checkpoint: Path) -> bool:
 @command
 class Quantize(Command):
     name = "quantize"
-    help = "INT8 ONNX with ONNX Runtime's static quantization (QDQ, S8S8), accuracy re-measured on the whole test split"
+    help = ("INT8 ONNX (ONNX Runtime's or OpenVINO's static quantization), shipped only if validation top-1 drops "
+            "by at most --max-drop points; test top-1 reported")
 
     def add_arguments(self, p):
         p.add_argument("model", type=Path, help="an ONNX file written by `compress export`, or a checkpoint (.pt: exported first)")
@@ -199,7 +200,7 @@ class Quantize(Command):
         p.add_argument("--qat", type=positive_int, default=0, metavar="EPOCHS",
                        help="quantization-aware training first: fine-tune the checkpoint (.pt) for EPOCHS under the "
                             "fake quantization ONNX Runtime will apply (per-channel symmetric int8 weights, int8 "
-                            "activations; pruned weights stay zero), then export and quantize it")
+                            "activations; pruned weights stay zero), then export and quantize it (default 0: none)")
         p.add_argument("--force", action="store_true", help="overwrite existing files")
         add_data_args(p, only=("data", "val_split", "val_data"),
                       data="calibration (train split), gate (validation split) and evaluation (test split) images "

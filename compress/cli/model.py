@@ -33,7 +33,7 @@ class Layers(Command):
         p.add_argument("--template", type=ratio, default=None, metavar="RATIO",
                        help="write a ratio file with every prunable layer at RATIO (or --allocation global)")
         p.add_argument("--allocation", choices=("uniform", "global"), default="uniform",
-                       help="template ratios: uniform, or one magnitude ranking over all layers (needs --checkpoint)")
+                       help="template ratios: uniform (default), or one magnitude ranking over all layers (needs --checkpoint)")
         p.add_argument("--out", type=Path, default=None, metavar="FILE.yaml",
                        help="template path (default LABEL_KIND_RATIO.yaml in the current folder)")
         p.add_argument("--force", action="store_true", help="overwrite --out if it exists")

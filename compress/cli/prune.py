@@ -49,25 +49,19 @@ class _Prune(Command):
                            help="layer ratios file (prune_ratios: {param name: ratio}); see configs/")
             g.add_argument("--allocation", choices=("auto", "uniform", "global"), default="auto",
                            help="layer ratios without --config: auto (a shipped ratio file for this model and "
-                                "ratio when there is one, else uniform), uniform, or global ranking")
+                                "ratio when there is one, else uniform; default), uniform, or global ranking")
         if self.kind == Kind.FILTER:
             g.add_argument("--round-to", type=int, default=0, metavar="M",
                            help="keep a multiple of M filters per layer (8, 16: faster kernels); overall "
                                 "sparsity stays >= --ratio (with --speedup: default 16)")
         if self.kind == Kind.NM:
             g.add_argument("--nm", default="2:4", help="N:M pattern: keep N of every M input channels (default 2:4)")
-        g.add_argument("--criterion", choices=("magnitude", "taylor", "synflow"), default="magnitude",
-                       help="importance score (default magnitude: |w|, or filter L2 norm)")
+        add_criterion_arg(g)
         s = p.add_argument_group("schedule")
         m = s.add_mutually_exclusive_group()
         m.add_argument("--omp", action="store_true", help="one-shot: prune once, then retrain (default)")
         m.add_argument("--imp", type=positive_int, metavar="K", help="iterative: K prune/retrain rounds (K >= 3 advised)")
-        if self.kind != Kind.NM:  # N:M has one sparsity (N of every M): no round targets to schedule
-            s.add_argument("--schedule", default="geometric",
-                           help="IMP round targets: geometric (1-(1-s)^(k/K)), linear, or a list like 0.5,0.7,0.8")
-        s.add_argument("--rewind", choices=("finetune", "lr", "weights"), default="lr",
-                       help="retraining each round: finetune (small constant lr), lr (rewind the lr schedule; "
-                            "default), weights (lottery ticket: rewind weights to an early dense epoch)")
+        add_round_args(s, schedule=self.kind != Kind.NM)  # N:M has one sparsity: no round targets to schedule
         if self.kind == Kind.FILTER:
             add_plan_args(p.add_argument_group("prune to a measured speed-up (instead of --ratio/--config)"),
                           round_to_default=None)
@@ -80,7 +74,7 @@ class _Prune(Command):
         d.add_argument("--dense-epochs", type=positive_int, default=None,
                        help="epochs for a baseline trained here (default from presets)")
         add_data_args(p)
-        add_train_args(p, epochs=None, lr=None, title="retraining (--epochs is the total over all rounds)")
+        add_train_args(p, epochs=None, lr=None, title=RETRAINING)
         add_distill_args(p)
         o = p.add_argument_group("output")
         o.add_argument("--out", type=Path, default=None, metavar="DIR",
@@ -120,6 +114,7 @@ class _Prune(Command):
             command=args.argv, val_split=args.val_split, val_data=args.val_data, sync_bn=args.sync_bn,
             distill=distill_config(args),
             plan=plan_request(args, args.round_to or 16) if self.kind == Kind.FILTER else None)
+        opts.check()  # before the data loads
         data = load_data(args, device)
         if args.seeds:
             return self.run_seeds(args, opts, data, device)
@@ -221,13 +216,32 @@ class Unstructured(_Prune):
 @command
 class Filter(_Prune):
     name = kind = "filter"
-    help = "filter pruning (whole output filters by L2 norm), OMP or IMP"
+    help = "filter pruning (whole output filters, by L2 norm unless --criterion says otherwise), OMP or IMP"
 
 
 @command
 class NM(_Prune):
     name = kind = "nm"
     help = "N:M semi-structured pruning (2:4 by default), OMP or IMP"
+
+
+RETRAINING = ("retraining (--epochs is the total over all rounds: --imp 3 --epochs 30 retrains 10 epochs after each "
+              "round; default: the recipe's)")
+
+
+def add_criterion_arg(p) -> None:
+    p.add_argument("--criterion", choices=("magnitude", "taylor", "synflow"), default="magnitude",
+                   help="importance score (default magnitude: |w|, or filter L2 norm)")
+
+
+def add_round_args(p, schedule: bool) -> None:
+    """How IMP's rounds are set: their targets (--schedule) and what is rewound between them."""
+    if schedule:
+        p.add_argument("--schedule", default="geometric",
+                       help="IMP round targets: geometric (1-(1-s)^(k/K); default), linear, or a list like 0.5,0.7,0.8")
+    p.add_argument("--rewind", choices=("finetune", "lr", "weights"), default="lr",
+                   help="retraining each round: finetune (small constant lr), lr (rewind the lr schedule; "
+                        "default), weights (lottery ticket: rewind weights to an early dense epoch)")
 
 
 @command
@@ -240,7 +254,7 @@ class Slim(Command):
         p.add_argument("--out", type=Path, default=None, help="slim model path (default: MODEL_slim.pt beside it)")
         p.add_argument("--round-to", type=int, default=0, metavar="M",
                        help="also remove the weakest live filters so every layer keeps a multiple of M "
-                            "(faster kernels; accuracy can change and is re-measured)")
+                            "(faster kernels; accuracy can change and is re-measured; default 0: only dead filters)")
         p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
         add_data_args(p)
 
@@ -277,9 +291,15 @@ class All(Command):
         p.add_argument("--filter-ratio", type=ratio, default=0.4, help="default 0.4")
         p.add_argument("--imp", type=positive_int, default=3, metavar="K", help="IMP rounds (default 3)")
         p.add_argument("--allocation", choices=("auto", "uniform", "global"), default="auto",
-                       help="layer ratios: auto (shipped ratio files when they exist), uniform or global")
+                       help="layer ratios: auto (shipped ratio files when they exist), uniform or global (default "
+                            "auto). Ratio files of your own: run `compress unstructured/filter --config` (the "
+                            "suite's four runs are those commands; one file per kind would not fit one --config)")
+        p.add_argument("--round-to", type=int, default=0, metavar="M",
+                       help="the filter runs keep a multiple of M filters per layer (default 0: any width)")
+        add_criterion_arg(p)
+        add_round_args(p, schedule=True)
         add_data_args(p)
-        add_train_args(p, epochs=None, lr=None)
+        add_train_args(p, epochs=None, lr=None, title=RETRAINING)
         add_distill_args(p)
         p.add_argument("--out", type=Path, default=None, help="suite folder (default runs/MODEL_all)")
         p.add_argument("--resume", action="store_true", help="continue an interrupted suite")
@@ -326,7 +346,8 @@ class All(Command):
         dense = dense_config(source)
         dense = type(dense)(**{**dense.to_dict(), "seed": args.seed,
                                **({"epochs": args.dense_epochs} if args.dense_epochs else {})})
-        base = PruneOptions(kind="", allocation=args.allocation, model=source, model_args=model_args, width=args.width,
+        base = PruneOptions(kind="", allocation=args.allocation, round_to=args.round_to, criterion=args.criterion,
+                            rewind=args.rewind, schedule=args.schedule, model=source, model_args=model_args, width=args.width,
                             checkpoint=args.checkpoint, trust_pickle=args.trust_pickle, dense=dense,
                             retrain=train_config(args, retrain_config(source)),
                             resume=args.resume, force=args.force, command=args.argv, val_split=args.val_split,

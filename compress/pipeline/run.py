@@ -66,6 +66,12 @@ class PruneOptions:
     show: bool = True
     command: list[str] = field(default_factory=list)
 
+    def check(self) -> None:
+        """Options that contradict each other: an error before any data loads or model trains."""
+        if self.plan is not None and (self.ratio is not None or self.config is not None):
+            raise CompressError("--speedup/--latency-ms choose the layer ratios themselves",
+                                "drop --ratio/--config, or drop --speedup/--latency-ms")
+
 
 
 def requested_spec(opts: PruneOptions, data: Dataset) -> ModelSpec | None:
@@ -221,9 +227,7 @@ def planned_ratios(opts: PruneOptions, spec: ModelSpec, given: dict | None, data
     target the runtime cannot reach is an error that costs no retraining."""
     from compress.analysis.planner import make_plan
 
-    if opts.ratio is not None or opts.config is not None:
-        raise CompressError("--speedup/--latency-ms choose the layer ratios themselves",
-                            "drop --ratio/--config, or drop --speedup/--latency-ms")
+    opts.check()
     opts.plan.validate()
     dense = given if given is not None else get_baseline(spec, data, opts.dense,
                                                          device=device, show=opts.show)[0]
@@ -272,6 +276,7 @@ def run_prune(opts: PruneOptions, data: Dataset, device: torch.device) -> dict:
     """The whole prune command; returns the run manifest (with paths of every artifact)."""
     # ---- checks that need no training come first: a bad ratio file or weights that do not fit
     # the model must not cost a baseline, nor leave a run folder behind
+    opts.check()
     spec, given, data = resolve_dense(opts, data, device)
     if given is None and spec.source_kind != "registry":
         notice(f"model: {spec.describe()}")
@@ -367,6 +372,7 @@ def run_all(base: PruneOptions, ratios: dict[str, float], data: Dataset, device:
         else:
             opts = PruneOptions(**{**base.__dict__, "model": None, "model_args": {}, "width": 1.0,
                                    "kind": kind, "ratio": ratios[kind], "method": method,
+                                   "round_to": base.round_to if kind == Kind.FILTER else 0,
                                    "rounds": rounds if method == "imp" else 1, "checkpoint": suite / "dense.pt",
                                    "out": run_dir, "resume": base.resume and run_dir.exists(), "force": True,
                                    "stages": tuple(s for s in base.stages if s in ("slim", "export", "quantize"))})
