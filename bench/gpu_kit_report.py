@@ -169,7 +169,7 @@ def summary_markdown(report: dict) -> str:
     if section_error(report, "latency"):
         lines.append(f"- the latency section failed: {section_error(report, 'latency')}")
     else:
-        lines += ["| runtime | batch | dense | filter-slim | unstructured-80 | peak GPU MB (dense) |",
+        lines += ["| runtime | batch | dense | filter-slim | unstructured-80 | peak GPU MiB (dense) |",
                   "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for rt, bs in sorted({(r["runtime"], r["batch_size"]) for r in rows}, key=lambda k: (k[0], k[1])):
         d = cell(rows, "dense", rt, bs)

@@ -100,7 +100,7 @@ def test_report_reads_export_and_bench_defensively(suite, tmp_path):
     (run / "bench").mkdir()
     (run / "bench" / "bench.json").write_text("{not json")
     text = write_report(run).read_text()
-    assert "0.12 MB" in text and "1.00 MB" in text and "opset 18" in text and "0.123×" in text
+    assert "120.6 KiB" in text and "976.6 KiB" in text and "opset 18" in text and "0.123×" in text
     assert "ok: max relative difference 2.0e-07 ≤ 0.0001 on 64 images" in text
     assert "`bench.json` could not be read" in text
     (run / "bench" / "bench.json").write_text(json.dumps({

@@ -37,7 +37,7 @@ def _batches(ds, shard):
 
 def test_streamed_batches_are_the_in_memory_batches(folder, capsys):
     mem = load_image_folder(folder)
-    assert "held in memory as one uint8 tensor (369 KB" in " ".join(capsys.readouterr().err.split())
+    assert "held in memory as one uint8 tensor (360 KiB" in " ".join(capsys.readouterr().err.split())
     st = load_image_folder(folder, stream=True, workers=2)
     assert "streamed from disk through 2 DataLoader workers per process" in " ".join(capsys.readouterr().err.split())
     assert isinstance(st.train_x, ImageFiles) and st.train_x.shape == mem.train_x.shape
@@ -57,7 +57,7 @@ def test_the_path_follows_the_memory_limit(folder, monkeypatch, capsys):
     ds = load_dataset(f"imagefolder:{folder}")
     assert isinstance(ds.train_x, ImageFiles)
     said = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
-    assert "(decoded, the images would take 369 KB; above 105 KB, COMPRESS_STREAM_ABOVE_MB)" in said
+    assert "(decoded, the images would take 360 KiB; above 102 KiB, COMPRESS_STREAM_ABOVE_MB)" in said
     with pytest.raises(CompressError, match="--stream reads image folders"):
         load_dataset("sample", stream=True)
 

@@ -176,8 +176,9 @@ def sample_images(files: ImageFiles, n: int = STATS_IMAGES, seed: int = 0) -> to
 
 
 def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000:
+    """Binary units, as every size the toolchain prints (KiB, MiB, GiB)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
             return f"{n:.3g} {unit}"
-        n /= 1000
-    return f"{n:.3g} TB"
+        n /= 1024
+    return f"{n:.3g} TiB"

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from compress.analysis.planner import final_speedup
+from compress.export.tables import human_size
 from compress.report.markdown import fmt_acc, link, md_table
 from compress.report.runs import RunData, failed_stages, read_json
 
@@ -36,16 +37,16 @@ def _export_lines(runs: list[RunData]) -> list[str]:
             for m in e.get("models", []):
                 size = m.get("bytes")
                 rows.append([m.get("name", "?"), f"`{link(r.rel, 'onnx/' + Path(str(m.get('onnx', ''))).name)}`",
-                             m.get("kind") or m.get("format", "–"), f"{size / 1e6:.2f} MB" if size else "–",
+                             m.get("kind") or m.get("format", "–"), human_size(size) if size else "–",
                              f"{size / dense:.3f}×" if size and dense else "–",
-                             f"{m['deflated_bytes'] / 1e6:.2f} MB" if m.get("deflated_bytes") else "–",
+                             human_size(m["deflated_bytes"]) if m.get("deflated_bytes") else "–",
                              _parity(m.get("parity")), m.get("note") or ""])
         out += ["### ONNX export", "",
                 md_table(["model", "file", "kind", "size", "vs dense ONNX", "zipped", "parity with PyTorch", "note"], rows,
                        "lllrrrll"), ""]
         dense_bytes = next((e.get("dense_onnx_bytes") for _, e in exports if e.get("dense_onnx_bytes")), None)
         if dense_bytes:
-            out += [f"Dense ONNX model: {dense_bytes / 1e6:.2f} MB (opset {exports[0][1].get('opset', '?')}).", ""]
+            out += [f"Dense ONNX model: {human_size(dense_bytes)} (opset {exports[0][1].get('opset', '?')}).", ""]
     else:
         error = next((r.failed["export"] for r in runs if "export" in r.failed), None)
         out += [f"ONNX export: **the export stage failed**: {error}." if error else
@@ -83,8 +84,8 @@ def _bench_lines(folder: Path, rel: str, b: dict) -> list[str]:
     if models:
         mrows = [[m.get("name", "?"), m.get("kind", "–"), f"{m['params']:,}" if isinstance(m.get("params"), int) else "–",
                   f"{m['macs']:,}" if isinstance(m.get("macs"), int) else "–",
-                  f"{m['checkpoint_bytes'] / 1e6:.2f} MB" if m.get("checkpoint_bytes") else "–",
-                  f"{m['onnx_bytes'] / 1e6:.2f} MB" if m.get("onnx_bytes") else "–"] for m in models]
+                  human_size(m["checkpoint_bytes"]) if m.get("checkpoint_bytes") else "–",
+                  human_size(m["onnx_bytes"]) if m.get("onnx_bytes") else "–"] for m in models]
         out += [md_table(["model", "kind", "parameters", "MACs / image", "checkpoint", "ONNX"], mrows), ""]
     if rows:
         out += [md_table(["model", "runtime", "batch", "median ms", "p90 ms", "images/s", "speed-up vs dense"],
@@ -125,7 +126,7 @@ def _int8_section(runs: list[RunData]) -> list[str]:
             gate = m.get("gate") or {"split": "test", "drop": m["drop"]}
             rows.append([f"`{link(r.rel, 'onnx/' + Path(m['int8']).name)}`", f"{m['fp32_acc']:.2f}%", f"{m['int8_acc']:.2f}%",
                          f"{-m['drop'] + 0.0:+.2f}", f"{-gate['drop'] + 0.0:+.2f} ({gate['split']})",
-                         f"{100 * m['agreement']:.2f}%", f"{m['int8_bytes'] / 1e6:.2f} MB",
+                         f"{100 * m['agreement']:.2f}%", human_size(m["int8_bytes"]),
                          f"{m['int8_bytes'] / m['fp32_bytes']:.3f}×",
                          f"{m['speedup']:.2f}×" if m.get("speedup") else "–", m.get("shipped") or "–"])
             if len(m.get("attempts", [])) > 1:  # the accuracy-aware search ran: every attempt, in order

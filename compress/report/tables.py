@@ -5,6 +5,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from compress.export.tables import human_size
 from compress.kinds import Kind
 from compress.prune.ratios import planned_sparsity, prunable, pruned_count, units
 from compress.stats import with_ci
@@ -164,7 +165,7 @@ def quantize_table(reports: list[dict]) -> Table:
         t.add_column(col, justify="left" if col == "model" else "right")
     for r in reports:
         t.add_row(Path(r["int8"]).name, f"{r['fp32_acc']:.2f}", f"{r['int8_acc']:.2f}", f"{r['drop'] + 0.0:.2f}",
-                  f"{100 * r['agreement']:.2f}%", f"{r['int8_bytes'] / 2**20:.2f} MiB", f"{r['int8_bytes'] / r['fp32_bytes']:.3f}")
+                  f"{100 * r['agreement']:.2f}%", human_size(r["int8_bytes"]), f"{r['int8_bytes'] / r['fp32_bytes']:.3f}")
     if reports:
         t.caption = (f"{reports[0]['test_images']} test images; calibrated on {reports[0]['calibration_images']} "
                      "training images; zeros of pruned weights stay exactly zero in INT8 (symmetric weight scales); "

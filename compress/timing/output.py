@@ -39,8 +39,8 @@ def _cell(v):
     return v
 
 
-def _mb(n: int | None) -> str:
-    return "–" if n is None else f"{n / 1e6:.2f}"
+def _mib(n: int | None) -> str:
+    return "–" if n is None else f"{n / 2**20:.2f}"
 
 
 def models_table(report: dict) -> Table:
@@ -49,8 +49,8 @@ def models_table(report: dict) -> Table:
     t.add_column("kind")
     t.add_column("params", justify="right")
     t.add_column("MACs", justify="right")
-    t.add_column("checkpoint MB", justify="right")
-    t.add_column("ONNX MB", justify="right")
+    t.add_column("checkpoint MiB", justify="right")
+    t.add_column("ONNX MiB", justify="right")
     t.add_column("sparsity", justify="right")
     t.add_column("acc %", justify="right")
     dense = report["models"][0]
@@ -58,7 +58,7 @@ def models_table(report: dict) -> Table:
         kind = m["kind"] + (f" ({m['prune_kind']})" if m.get("prune_kind") else "")
         sparsity = m.get("filter_sparsity", m.get("sparsity")) if m["kind"] == "slim" else m.get("sparsity")
         t.add_row(m["name"], kind, f"{m['params'] / 1e6:.2f}M", f"{m['macs'] / 1e6:.1f}M ({m['macs'] / dense['macs']:.2f}x)",
-                  _mb(m["checkpoint_bytes"]), _mb(m["onnx_bytes"]),
+                  _mib(m["checkpoint_bytes"]), _mib(m["onnx_bytes"]),
                   "–" if sparsity is None else f"{100 * sparsity:.1f}%",
                   "–" if m.get("accuracy") is None else f"{m['accuracy']:.2f}")
     return t
@@ -76,7 +76,7 @@ def results_table(report: dict) -> Table:
     gpu = any(r.get("peak_gpu_mb") is not None for r in report["results"])
     for col, just in (("runtime", "left"), ("batch", "right"), ("model", "left"), ("median ms", "right"),
                       ("p90 ms", "right"), ("IQR ms", "right"), ("min ms", "right"), ("images/s", "right"),
-                      ("speed-up", "right"), ("runs (warm-up)", "right")) + ((("peak GPU MB", "right"),) if gpu else ()):
+                      ("speed-up", "right"), ("runs (warm-up)", "right")) + ((("peak GPU MiB", "right"),) if gpu else ()):
         t.add_column(col, justify=just, overflow="fold")
     ok = [r for r in report["results"] if r["status"] == "ok"]
     last = None
