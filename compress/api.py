@@ -24,7 +24,8 @@ from compress.checkpoint import checkpoint_dataset, load_checkpoint, save_checkp
 from compress.data import Dataset, load_dataset
 from compress.env import resolve_device
 from compress.io import check_writable
-from compress.pipeline.run import STAGES, PruneOptions, run_prune
+from compress.kinds import STAGES
+from compress.pipeline.run import PruneOptions, run_prune
 from compress.presets import dense_config, retrain_config
 
 

@@ -7,6 +7,16 @@ from __future__ import annotations
 
 from enum import Enum
 
+# The vocabulary of a pruning run, named once: the library's defaults and the CLI's choices read
+# these (a plain module, so building the parser does not import torch's model zoo)
+CRITERIA = ("magnitude", "taylor", "synflow")  # prune.criteria.CRITERIA implements each
+CRITERION = "magnitude"  # default
+REWINDS = ("finetune", "lr", "weights")  # what IMP rewinds between rounds
+REWIND = "lr"  # default
+SCHEDULES = ("geometric", "linear")  # IMP round targets (or an explicit list)
+SCHEDULE = "geometric"  # default
+STAGES = ("slim", "export", "quantize", "bench", "report")  # after pruning, in order
+
 
 class Kind(str, Enum):
     UNSTRUCTURED = "unstructured"  # single weights, per-weight masks

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from compress import kinds
 from compress.cli.args import Renamed, add_data_args, checkpoint_data
 from compress.cli.base import Command, command
 from compress.console import out
@@ -163,7 +164,7 @@ class Sensitivity(Command):
                             "0.1,0.25,0.4,0.55,0.7,0.85 filter)")
         p.add_argument("--target", type=_fraction, default=None, metavar="S",
                        help="overall sparsity the proposed ratios reach (default 0.8 unstructured, 0.4 filter)")
-        p.add_argument("--criterion", choices=("magnitude", "taylor", "synflow"), default="magnitude",
+        p.add_argument("--criterion", choices=kinds.CRITERIA, default=kinds.CRITERION,
                        help="importance score (default magnitude)")
         p.add_argument("--recalibrate-bn", type=_non_negative_int, default=0, metavar="N",
                        help="re-estimate BatchNorm statistics on N batches of 128 training images after each pruning "

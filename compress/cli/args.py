@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from compress.errors import CompressError
+from compress.kinds import STAGES
 
 
 # --------------------------------------------------------------------------- shared options
@@ -249,7 +250,7 @@ def checkpoint_data(args, ckpt: dict):
                               stream=getattr(args, "stream", False), workers=getattr(args, "workers", None))
 
 
-STAGE_NAMES = ("slim", "export", "quantize", "bench", "report")
+STAGE_NAMES = STAGES  # the pipeline's stages (compress.kinds)
 
 
 def add_distill_args(p: argparse.ArgumentParser) -> None:
@@ -359,7 +360,7 @@ def add_plan_args(p, round_to_default: int | None = 16) -> None:
     p.add_argument("--latency-batch", type=positive_int, default=64, metavar="N",
                    help="batch size the latency is measured at (not the training batch; default 64)")
     p.add_argument("--at-batch", type=positive_int, dest="latency_batch", action=Renamed, new="--latency-batch")
-    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads of the runtime (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N", help="CPU threads of the runtime (default: torch's)")
     if round_to_default is not None:
         p.add_argument("--round-to", type=positive_int, default=round_to_default, metavar="M",
                        help=f"kept widths are multiples of M (default {round_to_default})")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from compress import kinds
 from compress.cli.args import (
     STAGE_NAMES,
     Deprecated,
@@ -230,16 +231,16 @@ RETRAINING = ("retraining (--epochs is the total over all rounds: --imp 3 --epoc
 
 
 def add_criterion_arg(p) -> None:
-    p.add_argument("--criterion", choices=("magnitude", "taylor", "synflow"), default="magnitude",
-                   help="importance score (default magnitude: |w|, or filter L2 norm)")
+    p.add_argument("--criterion", choices=kinds.CRITERIA, default=kinds.CRITERION,
+                   help=f"importance score (default {kinds.CRITERION}: |w|, or filter L2 norm)")
 
 
 def add_round_args(p, schedule: bool) -> None:
     """How IMP's rounds are set: their targets (--schedule) and what is rewound between them."""
     if schedule:
-        p.add_argument("--schedule", default="geometric",
+        p.add_argument("--schedule", default=kinds.SCHEDULE,
                        help="IMP round targets: geometric (1-(1-s)^(k/K); default), linear, or a list like 0.5,0.7,0.8")
-    p.add_argument("--rewind", choices=("finetune", "lr", "weights"), default="lr",
+    p.add_argument("--rewind", choices=kinds.REWINDS, default=kinds.REWIND,
                    help="retraining each round: finetune (small constant lr), lr (rewind the lr schedule; "
                         "default), weights (lottery ticket: rewind weights to an early dense epoch)")
 

@@ -14,7 +14,7 @@ from compress.checkpoint import build_spec, check_fits_data, load_dense, save_ch
 from compress.console import notice, out
 from compress.data import Dataset
 from compress.errors import CompressError
-from compress.kinds import Kind
+from compress.kinds import CRITERION, REWIND, SCHEDULE, STAGES, Kind
 from compress.models import ModelSpec
 from compress.models.sources import allow_code, canonical, code_trusted
 from compress.pipeline.stages import bench_stage, link_or_copy, record_stage, report_stage, run_stages
@@ -27,7 +27,6 @@ from compress.train import Distill, TrainConfig, evaluate
 
 # quantize runs by default: INT8 is where CPU inference speed is (measured in the README), and it
 # costs seconds (calibration on 512 training images, two passes over the test split per model)
-STAGES = ("slim", "export", "quantize", "bench", "report")
 
 
 DEFAULT_MODEL = "vgg13"
@@ -42,9 +41,9 @@ class PruneOptions:
     round_to: int = 0
     method: str = "omp"
     rounds: int = 1
-    schedule: str = "geometric"
-    rewind: str = "lr"
-    criterion: str = "magnitude"
+    schedule: str = SCHEDULE
+    rewind: str = REWIND
+    criterion: str = CRITERION
     nm: tuple[int, int] = (2, 4)
     model: str | None = None  # model source; None: the checkpoint's own, else vgg13
     model_args: dict = field(default_factory=dict)

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from compress import kinds
 from compress.data import Dataset, Loader
 from compress.errors import CompressError, did_you_mean
 from compress.kinds import Kind
@@ -97,6 +98,7 @@ class SynFlow(Criterion):
 
 
 CRITERIA: dict[str, Criterion] = {c.name: c for c in (Magnitude(), Taylor(), SynFlow())}
+assert tuple(CRITERIA) == kinds.CRITERIA, "compress.kinds.CRITERIA names the registry's criteria"
 
 
 def get_criterion(name: str | Criterion) -> Criterion:

@@ -27,7 +27,7 @@ from compress.enforcer import MaskEnforcer
 from compress.env import versions
 from compress.errors import CompressError
 from compress.io import atomic_write
-from compress.kinds import Kind
+from compress.kinds import CRITERION, REWIND, REWINDS, SCHEDULE, Kind
 from compress.models import ModelSpec
 from compress.prune.criteria import get_criterion
 from compress.prune.masks import apply_masks, filter_groups, filter_masks, nm_masks, unstructured_masks
@@ -36,9 +36,6 @@ from compress.prune.rebuild import model_from_checkpoint
 from compress.prune.sparsity import sparsity_report, write_report
 from compress.stats import pack_correct, unpack_correct
 from compress.train import Distill, Teacher, TrainConfig, correct_per_image, evaluate, train
-
-REWINDS = ("finetune", "lr", "weights")
-SCHEDULES = ("geometric", "linear")
 
 
 @dataclass
@@ -50,9 +47,9 @@ class PruneJob:
     target: float  # overall sparsity the final ratios reach (the name's 0.80 / 0.40)
     ratios: dict[str, float]  # final layer ratios
     rounds: int = 1
-    schedule: str = "geometric"  # or "linear", or explicit overall targets "0.5,0.7,0.8"
-    rewind: str = "lr"  # between rounds: "finetune" | "lr" (rewind the lr schedule) | "weights" (lottery ticket)
-    criterion: str = "magnitude"
+    schedule: str = SCHEDULE  # or "linear", or explicit overall targets "0.5,0.7,0.8"
+    rewind: str = REWIND  # between rounds: "finetune" | "lr" (rewind the lr schedule) | "weights" (lottery ticket)
+    criterion: str = CRITERION
     retrain: TrainConfig = field(default_factory=TrainConfig)  # epochs = total budget over all rounds
     nm: tuple[int, int] = (2, 4)
     distill: Distill | None = None  # retrain with a teacher's logits (None: cross-entropy only)
