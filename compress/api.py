@@ -20,7 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from compress.checkpoint import checkpoint_dataset, load_checkpoint, save_checkpoint
+from compress.checkpoint import checkpoint_dataset, load_checkpoint, recorded_data, save_checkpoint
 from compress.data import Dataset, load_dataset
 from compress.env import resolve_device
 from compress.io import check_writable
@@ -44,7 +44,7 @@ class PruneRun:
 
 def prune_model(model: str | None = None, *, kind: str = "filter", ratio: float | None = None,
                 config: str | Path | None = None, method: str = "omp", rounds: int = 3,
-                checkpoint: str | Path | None = None, data: str | Dataset = "sample",
+                checkpoint: str | Path | None = None, data: str | Dataset = "auto",
                 dense_epochs: int | None = None, epochs: int | None = None, out: str | Path | None = None,
                 stages: tuple[str, ...] = STAGES, device: str = "auto", force: bool = False,
                 **options) -> PruneRun:
@@ -53,9 +53,18 @@ def prune_model(model: str | None = None, *, kind: str = "filter", ratio: float 
     run the deployment `stages` (slim, export, quantize, bench, report; `()` for none).
 
     `model`: a registered name, `torchvision:NAME`, `timm:NAME` or `file.py:factory` (None: the
-    checkpoint's own, else vgg13); `checkpoint`: dense weights (ours or yours) instead of training
-    one; `epochs`: total retraining epochs over the rounds; other keyword arguments are
+    checkpoint's own, else vgg13; a code source named here may run, as `--model` on the command
+    line); `checkpoint`: dense weights (ours or yours) instead of training one; `data`: as
+    `--data` ("auto": a checkpoint's own dataset, else the cache, a download, else the sample);
+    `epochs`: total retraining epochs over the rounds; other keyword arguments are
     `pipeline.run.PruneOptions` fields (criterion, rewind, schedule, distill, ...)."""
+    if model is not None:
+        from compress.models.sources import allow_code, canonical, check_source, kind_of
+
+        allow_code(model)
+        if kind_of(model) != "registry":
+            check_source(model)
+        model = canonical(model)
     dev = resolve_device(device)
     dense = dense_config(model)
     retrain = retrain_config(model)
@@ -67,7 +76,11 @@ def prune_model(model: str | None = None, *, kind: str = "filter", ratio: float 
                         rounds=rounds if method == "imp" else 1, model=model,
                         checkpoint=Path(checkpoint) if checkpoint else None, dense=dense, retrain=retrain,
                         out=Path(out) if out else None, force=force, stages=tuple(stages), show=False, **options)
-    dataset = data if isinstance(data, Dataset) else load_dataset(data, quiet=True)
+    if isinstance(data, Dataset):
+        dataset = data
+    else:
+        source, size = recorded_data(Path(checkpoint)) if data == "auto" and checkpoint else (None, None)
+        dataset = load_dataset(source or data, quiet=True, image_size=size)
     manifest = run_prune(opts, dataset.to(dev), dev)
     path = Path(manifest["run_dir"])
     return PruneRun(path=path, result=path / manifest["result"]["path"], manifest=manifest)

@@ -176,6 +176,21 @@ def split_for(data, ckpt: dict | None, requested: float | None, val_data: str | 
     return with_validation(data, 0)
 
 
+def recorded_data(checkpoint: Path | None) -> tuple[str | None, int | None]:
+    """(dataset source, image size) a checkpoint of ours was trained on; (None, None) for foreign
+    weights or none. `--data auto` then means that dataset, not whatever `auto` finds first."""
+    if checkpoint is None:
+        return None, None
+    try:
+        obj = read_raw(Path(checkpoint))
+    except CompressError:
+        return None, None  # the command's own loading says what is wrong with the file
+    if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
+        return None, None
+    meta, model = obj.get("meta") or {}, obj.get("model") or {}
+    return (meta.get("dataset") or {}).get("source"), model.get("image_size")
+
+
 def checkpoint_dataset(ckpt: dict, source: str = "auto", *, val_split: float | None = None,
                        val_data: str | None = None, image_size: int | None = None, stream: bool = False,
                        workers: int | None = None):

@@ -34,3 +34,9 @@ def test_a_bad_ratio_is_the_clis_error_before_any_folder(tmp_path):
     with pytest.raises(CompressError, match="ratio"):
         compress.prune_model("vgg11", kind="filter", ratio=1.5, data="sample", out=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_model_is_one_clear_error_before_any_folder(tmp_path):
+    with pytest.raises(CompressError, match="vgg1x"):
+        compress.prune_model("vgg1x", kind="filter", ratio=0.4, data="sample", out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

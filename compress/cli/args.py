@@ -158,24 +158,6 @@ def model_source(args) -> tuple[str | None, dict]:
     return canonical(args.model), model_args
 
 
-def recorded_data(checkpoint: Path | None) -> tuple[str | None, int | None]:
-    """(dataset source, image size) a checkpoint of ours was trained on; (None, None) for foreign
-    weights or none. `--data auto` then means that dataset, not whatever `auto` finds first."""
-    from compress.checkpoint import FORMAT
-    from compress.weights import read_raw
-
-    if checkpoint is None:
-        return None, None
-    try:
-        obj = read_raw(Path(checkpoint))
-    except CompressError:
-        return None, None  # the command's own loading says what is wrong with the file
-    if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
-        return None, None
-    meta, model = obj.get("meta") or {}, obj.get("model") or {}
-    return (meta.get("dataset") or {}).get("source"), model.get("image_size")
-
-
 def load_data(args, device):
     """--data with --image-size, normalised by --mean/--std when given, on the device. With
     `--data auto` and a checkpoint of ours, the dataset that checkpoint was trained on."""
@@ -184,6 +166,8 @@ def load_data(args, device):
 
     data = None
     if args.data == "auto" and getattr(args, "checkpoint", None) is not None:
+        from compress.checkpoint import recorded_data
+
         recorded, recorded_size = recorded_data(args.checkpoint)
         if recorded:
             try:

@@ -159,10 +159,12 @@ def quantize_stage(onnx_dir: Path, data: Dataset, max_drop: float) -> str:
 def bench_stage(run_dir: Path, device: torch.device, settings: dict | None) -> str:
     """A short latency/size benchmark of dense vs the result (slim for filter runs)."""
     from compress.timing import Settings, run_benchmark
-    from compress.timing.output import bench_verdict
+    from compress.timing.output import bench_verdict, fastest_lines
 
     report = run_benchmark(run=run_dir, out=run_dir / "bench",
                            settings=Settings.quick(device=str(device), **(settings or {})), force=True)
+    for line in fastest_lines(report):  # is it faster? the answer on screen, not only in bench.json
+        out.print(f"[bold]{line}[/bold]", soft_wrap=True)
     verdict = bench_verdict(report)
     if verdict:
         raise StageFailed(verdict, "bench/bench.json")
