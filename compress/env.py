@@ -33,11 +33,22 @@ def versions() -> dict:
     """Library versions worth recording beside any result."""
     out = {"python": platform.python_version(), "torch": str(torch.__version__),
            "torchvision": str(torchvision.__version__)}
-    for mod in ("torch_pruning", "onnx", "onnxruntime", "openvino"):
-        try:
-            out[mod] = str(__import__(mod).__version__)
-        except Exception:
-            pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    # what pip installed (a module's own __version__ can lag: Torch-Pruning 1.6.1 says 1.6.0)
+    for mod, dists in (("torch_pruning", ("torch-pruning",)), ("onnx", ("onnx",)),
+                       ("onnxruntime", ("onnxruntime-gpu", "onnxruntime")), ("openvino", ("openvino",))):
+        for dist in dists:
+            try:
+                out[mod] = version(dist)
+                break
+            except PackageNotFoundError:
+                continue
+        else:  # no installed metadata (a --target copy without it): the module's own word
+            try:
+                out[mod] = str(__import__(mod).__version__)
+            except Exception:
+                pass
     return out
 
 
