@@ -20,10 +20,9 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from compress.checkpoint import checkpoint_dataset, load_checkpoint, recorded_data, save_checkpoint
+from compress.checkpoint import checkpoint_dataset, recorded_data
 from compress.data import Dataset, load_dataset
 from compress.env import resolve_device
-from compress.io import check_writable
 from compress.kinds import STAGES
 from compress.pipeline.run import PruneOptions, run_prune
 from compress.presets import dense_config, retrain_config
@@ -91,15 +90,11 @@ def slim_model(checkpoint: str | Path, out: str | Path | None = None, *, data: s
     """`compress slim`: a filter-pruned checkpoint with its zeroed filters (and what is coupled to
     them) physically removed, checked to compute what the masked model computes; the slim
     checkpoint's path (default: MODEL_slim.pt beside it)."""
-    from compress.prune.slim import slim_checkpoint
+    from compress.prune.slim import slim_file
 
-    checkpoint = Path(checkpoint)
-    ckpt = load_checkpoint(checkpoint, kinds=("pruned", "dense", "slim"))
-    path = Path(out) if out else checkpoint.with_name(checkpoint.stem + "_slim.pt")
-    check_writable(path, force=force)
-    dev = resolve_device(device)
-    payload, _ = slim_checkpoint(ckpt, checkpoint_dataset(ckpt, data).to(dev), round_to=round_to, device=dev)
-    return save_checkpoint(path, payload)
+    path, _ = slim_file(Path(checkpoint), Path(out) if out else None, lambda ckpt: checkpoint_dataset(ckpt, data),
+                        round_to=round_to, device=resolve_device(device), force=force)
+    return path
 
 
 def to_onnx(checkpoint: str | Path, out: str | Path | None = None, *, data: str = "auto", opset: int = 18,

@@ -260,19 +260,12 @@ class Slim(Command):
         add_data_args(p)
 
     def run(self, args) -> int:
-        from compress.checkpoint import load_checkpoint, save_checkpoint
         from compress.env import resolve_device
-        from compress.io import check_writable
-        from compress.prune.slim import slim_checkpoint
+        from compress.prune.slim import slim_file
         from compress.report.tables import slim_summary
 
-        ckpt = load_checkpoint(args.model, kinds=("pruned", "dense", "slim"))
-        path = args.out or args.model.with_name(args.model.stem + "_slim.pt")
-        check_writable(path, force=args.force)
-        device = resolve_device(args.device)
-        data = checkpoint_data(args, ckpt).to(device)
-        payload, result = slim_checkpoint(ckpt, data, round_to=args.round_to, device=device)
-        save_checkpoint(path, payload)
+        path, result = slim_file(args.model, args.out, lambda ckpt: checkpoint_data(args, ckpt), round_to=args.round_to,
+                                 device=resolve_device(args.device), force=args.force)
         out.print(slim_summary(result.stats, path))
         return 0
 

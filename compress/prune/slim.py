@@ -13,13 +13,17 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn as nn
 
+from compress.checkpoint import load_checkpoint, save_checkpoint
 from compress.data import Dataset, calibration_batch
 from compress.env import versions
 from compress.errors import CompressError
+from compress.io import check_writable
 from compress.models import ModelSpec
 from compress.prune.channels import conv_widths, count_macs_params, remove_channels
 from compress.prune.masks import filter_groups
@@ -145,3 +149,16 @@ def slim_checkpoint(ckpt: dict, data: Dataset | None, *, round_to: int = 0, devi
                "state_dict": {k: v.detach().cpu().clone() for k, v in result.model.state_dict().items()},
                "pruning_history": result.history, "meta": meta}
     return payload, result
+
+
+def slim_file(checkpoint: Path, out: Path | None, data_for: Callable[[dict], Dataset], *, round_to: int = 0,
+              device: torch.device | None = None, force: bool = False) -> tuple[Path, SlimResult]:
+    """`compress slim` on files (the CLI and `compress.api` alike): the pruned checkpoint read, the
+    slim one written to `out` (default MODEL_slim.pt beside it; refused if it exists unless
+    `force`). `data_for(ckpt)` gives the data the slim model is checked on."""
+    checkpoint = Path(checkpoint)
+    ckpt = load_checkpoint(checkpoint, kinds=("pruned", "dense", "slim"))
+    path = Path(out) if out else checkpoint.with_name(checkpoint.stem + "_slim.pt")
+    check_writable(path, force=force)
+    payload, result = slim_checkpoint(ckpt, data_for(ckpt).to(device or "cpu"), round_to=round_to, device=device)
+    return save_checkpoint(path, payload), result
