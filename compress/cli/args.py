@@ -50,8 +50,8 @@ def add_data_args(p: argparse.ArgumentParser, only: tuple[str, ...] | None = Non
             p.add_argument(*names, **kw)
 
     data_help = ("CIFAR-10 folder (cifar-10-batches-py), 'sample' (bundled 4068/1017 images), 'cifar10' "
-                        "(cache or download), 'imagefolder:PATH', or 'auto' (default: a checkpoint's own dataset, else the cache, a download, "
-                 "else the sample)")
+                 "(cache or download), 'imagefolder:PATH', or 'auto' (default: a checkpoint's own dataset, else the "
+                 "cache, a download, else the sample)")
     add("--data", default="auto", metavar="SOURCE", help=helps.get("data", "") + data_help)
     add("--image-size", type=positive_int, default=None, metavar="N",
                    help=helps.get("image_size", "resize images to N x N px (image folders: default their own size "
