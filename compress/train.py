@@ -41,9 +41,10 @@ class TrainConfig:
     epochs: int = 20  # passes over the training images
     # images per optimiser step (the global batch under torchrun). 64 over 128: on the sample's
     # images more steps per epoch beat bigger batches at the same images/s on CPU. On VALIDATION
-    # (814 held-out images, VGG13, 20 epochs, seed 0; docs/measure.sh: compress train --batch-size
-    # 128, then compress compare --evaluate-on val): 70.88% vs 60.07%, -10.81 points (95% CI -14.08 to
-    # -7.54, McNemar p = 2e-10). Test, only reported: 70.99% vs 59.9%.
+    # (814 held-out images, VGG13, 20 epochs, seed 0; compress train --batch-size 128, then compress
+    # compare --evaluate-on val; `python -m compress.bench.results --only recipe` runs it again):
+    # 70.88% vs 60.07%, -10.81 points (95% CI -14.08 to -7.54, McNemar p = 2e-10). Test, only
+    # reported: 70.99% vs 59.9%.
     batch_size: int = 64
     lr: float = 0.1  # peak learning rate per 128 images, scaled linearly with batch_size (0.05 at 64)
     momentum: float = 0.9  # Nesterov
@@ -56,7 +57,7 @@ class TrainConfig:
     eval_every: int = 1  # evaluate on the validation split every N epochs (0: only at the end); test once, at the end
     # "auto": bf16 autocast + channels_last on CUDA and on CPUs with bf16 units (AVX-512-BF16, AMX),
     # fp32 on other CPUs (which emulate bf16, slower); "bf16" / "fp32": everywhere. Measured on a
-    # 2-core AMD EPYC with AVX-512-BF16 (VGG13, the sample, 20 epochs, seed 0; docs/measure.sh):
+    # 2-core AMD EPYC with AVX-512-BF16 (VGG13, the sample, 20 epochs, seed 0; `--only recipe` of compress.bench.results):
     # training 212 s vs 361 s (1.70x; `python -m compress.bench.cpu_bf16`: 1.96x per step), VALIDATION
     # 71.38% vs 68.92% (+2.46 points, 95% CI +0.13 to +4.79, McNemar p = 0.049): not worse, so
     # auto uses it. Test, only reported: 68.93% vs 68.44%. Evaluation stays fp32 on CPU.

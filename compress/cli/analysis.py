@@ -274,11 +274,13 @@ class Compare(Command):
                   title_justify="left")
         for col in ("model", "accuracy", "95% interval (Wilson)"):
             t.add_column(col, justify="left" if col == "model" else "right")
-        for path, r in zip(args.models, right):
+        # a relative path as typed (its folder often says what the model is), an absolute one by its name
+        labels = [p.name if p.is_absolute() else str(p) for p in args.models]
+        for label, r in zip(labels, right):
             lo, hi = wilson(sum(r), n)
-            t.add_row(path.name, f"{100 * sum(r) / n:.2f}%", f"{100 * lo:.1f} – {100 * hi:.1f}%")
+            t.add_row(label, f"{100 * sum(r) / n:.2f}%", f"{100 * lo:.1f} – {100 * hi:.1f}%")
         out.print(t)
-        for path, r in zip(args.models[1:], right[1:]):
-            out.print(sentence({"a": path.name, "b": args.models[0].name, **paired(r, right[0])}), soft_wrap=True)
+        for label, r in zip(labels[1:], right[1:]):
+            out.print(sentence({"a": label, "b": labels[0], **paired(r, right[0])}), soft_wrap=True)
         return 0
 
