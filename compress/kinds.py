@@ -16,6 +16,7 @@ REWIND = "lr"  # default
 SCHEDULES = ("geometric", "linear")  # IMP round targets (or an explicit list)
 SCHEDULE = "geometric"  # default
 STAGES = ("slim", "export", "quantize", "bench", "report")  # after pruning, in order
+ALLOCATIONS = ("uniform", "global")  # how an overall ratio is spread over layers (prune.ratios.allocate)
 
 
 class Kind(str, Enum):

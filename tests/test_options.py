@@ -35,7 +35,10 @@ def test_help_shows_only_the_new_names(command, old, capsys):
 def test_defaults_apply_when_the_option_is_absent():
     args = build_parser().parse_args(["plan", "d.pt", "--speedup", "2"])
     assert args.latency_batch == 64 and args.speedup_tolerance == 0.05
-    assert build_parser().parse_args(["sweep", "m.pt"]).criteria == "magnitude"
+    from compress.analysis.options import SweepOptions
+    from compress.options import from_args
+
+    assert from_args(SweepOptions, build_parser().parse_args(["sweep", "m.pt"])).criteria == ("magnitude",)
 
 
 def test_every_default_is_shown_in_help():
@@ -60,3 +63,35 @@ def test_help_lists_the_commands_in_workflow_order(capsys):
     text = capsys.readouterr().out
     where = [text.index(f"    {name}") for name in WORKFLOW]
     assert where == sorted(where) and "Under torchrun" in " ".join(text.split())
+
+
+@pytest.mark.parametrize("command,cls", [("sweep", "SweepOptions"), ("sensitivity", "SensitivityOptions")])
+def test_options_declared_once_build_the_cli(command, cls, capsys):
+    """sweep's and sensitivity's arguments are built from their options dataclasses: with no option
+    given the CLI yields the dataclass's defaults, help says each of them, every option given
+    reaches its field, and a default changed in the dataclass changes the CLI."""
+    import argparse
+    import dataclasses
+
+    from compress.analysis import options
+    from compress.options import add_options, from_args
+
+    klass = getattr(options, cls)
+    parser = build_parser()
+    assert from_args(klass, parser.parse_args([command, "m.pt"])) == klass()
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    declared = [f for f in dataclasses.fields(klass) if "compress.option" in f.metadata]
+    for f in declared:
+        meta = f.metadata["compress.option"]
+        assert meta["flag"] in text and " ".join(meta["help"].split()[:3]) in text, f.name
+    argv = [command, "m.pt", "--kind", "filter", "--recalibrate-bn", "3", "--criterion", "taylor"]
+    opts = from_args(klass, parser.parse_args(argv))
+    assert opts.kind == "filter" and opts.recalibrate_bn == 3
+    assert (opts.criteria if command == "sweep" else opts.criterion) == (("taylor",) if command == "sweep" else "taylor")
+    changed = dataclasses.make_dataclass("Changed", [(f.name, f.type, dataclasses.field(
+        default=7 if f.name == "recalibrate_bn" else f.default, metadata=f.metadata)) for f in declared])
+    p = argparse.ArgumentParser()
+    add_options(p, changed)
+    assert p.parse_args([]).recalibrate_bn == 7 and "(default 7)" in p.format_help()

@@ -31,7 +31,7 @@ def test_grid_is_inclusive_and_checked():
         with pytest.raises(CompressError):
             sparsity_grid(*bad)
     with pytest.raises(CompressError, match="--max-drop"):
-        SweepOptions(tolerance=-1).validate()
+        SweepOptions(max_drop=-1).validate()
     with pytest.raises(CompressError, match="above --stop"):
         SweepOptions(start=0.9, stop=0.5).validate()
     with pytest.raises(CompressError, match="did you mean 'taylor'"):
@@ -132,7 +132,7 @@ def _rows(path):
 def test_sweep_writes_curve_tradeoff_and_layers(dense, small, tmp_path):
     ckpt, _ = dense
     opts = SweepOptions(kind="unstructured", start=0.3, stop=0.9, step=0.2, criteria=("magnitude", "taylor"),
-                        tolerance=2.0)
+                        max_drop=2.0)
     res = run_sweep(ckpt, small, opts, tmp_path, device=CPU, show=False)
     for name in ("sweep.csv", "sweep.json", "sweep.png", "tradeoff_layers.json", "tradeoff_layers.png"):
         assert (tmp_path / name).stat().st_size > 0
@@ -178,7 +178,7 @@ def test_filter_sweep_with_synflow_and_finetune(dense, small, tmp_path, monkeypa
 
     monkeypatch.setattr("compress.analysis.sweep.train", spy)
     opts = SweepOptions(kind="filter", start=0.1, stop=0.5, step=0.2, criteria=("synflow",), finetune_steps=1,
-                        recalibrate_bn=1, allocation="uniform", tolerance=100.0)
+                        recalibrate_bn=1, allocation="uniform", max_drop=100.0)
     run_sweep(ckpt, small, opts, tmp_path, device=CPU, show=False)
     assert len(calls) == 3  # one fine-tune per point
     assert all(c["masked"] and c["changed"] and c["images"] == 128 and c["epochs"] == 1 for c in calls)

@@ -76,7 +76,7 @@ def test_sweep_chooses_on_validation_whatever_the_test_split_says(tiny_dense, sm
     from compress.analysis.sweep import SweepOptions, choose_tradeoff, run_sweep
 
     ckpt, _ = tiny_dense
-    opts = SweepOptions(kind="unstructured", start=0.3, stop=0.96, step=0.22, tolerance=2.0, recalibrate_bn=0)
+    opts = SweepOptions(kind="unstructured", start=0.3, stop=0.96, step=0.22, max_drop=2.0, recalibrate_bn=0)
     real = dataclasses.replace(small, val_x=small.test_x, val_y=small.test_y, extra={"val_split": {"fraction": 0}})
     blank = dataclasses.replace(real, test_x=torch.zeros_like(small.test_x))
     runs = {}

@@ -24,11 +24,14 @@ import torch.nn as nn
 from compress import plots
 from compress.analysis import mask_grid
 from compress.analysis.evaluate import Evaluator, prepare_analysis, recalibrate_bn
+
+# the options live in a torch-free module (the CLI builds its arguments from them); named here too
+from compress.analysis.options import DEFAULT_RATIOS, DEFAULT_TARGET, KINDS, SensitivityOptions  # noqa: F401
 from compress.checkpoint import load_state
 from compress.console import progress
 from compress.data import Dataset
 from compress.distributed import current, gathered, mine
-from compress.errors import CompressError, did_you_mean
+from compress.errors import CompressError
 from compress.io import atomic_write
 from compress.kinds import Kind
 from compress.models.attention import head_attentions
@@ -38,38 +41,7 @@ from compress.prune.masks import apply_masks, filter_groups, filter_masks, unstr
 from compress.prune.ratios import planned_sparsity, prunable, pruned_count, read_ratio_file, units, write_ratio_file
 from compress.prune.sparsity import DEFINITIONS
 
-KINDS = ("unstructured", "filter")
-DEFAULT_RATIOS = {"unstructured": (0.3, 0.5, 0.7, 0.8, 0.9, 0.95), "filter": (0.1, 0.25, 0.4, 0.55, 0.7, 0.85)}
-DEFAULT_TARGET = {"unstructured": 0.8, "filter": 0.4}
 STEP = 0.005  # ratio resolution of the proposal
-
-
-@dataclass
-class SensitivityOptions:
-    kind: str = "unstructured"
-    ratios: tuple[float, ...] | None = None  # None: DEFAULT_RATIOS[kind]
-    target: float | None = None  # None: DEFAULT_TARGET[kind]
-    criterion: str = "magnitude"
-    recalibrate_bn: int = 0  # batches of 128 training images to re-estimate BatchNorm after pruning (0: none)
-
-    def resolved(self) -> tuple[list[float], float]:
-        if self.kind not in KINDS:
-            raise CompressError(f"sensitivity analyses unstructured or filter pruning, not {self.kind!r}",
-                                did_you_mean(self.kind, KINDS))
-        get_criterion(self.criterion)  # an unknown name is an error here, before any work
-        ratios = sorted(set(self.ratios or DEFAULT_RATIOS[self.kind]))
-        if not ratios or any(not (math.isfinite(r) and 0 < r < 1) for r in ratios):
-            raise CompressError(f"--ratios must be numbers in (0, 1), got {','.join(map(str, self.ratios or []))}",
-                                "e.g. --ratios 0.3,0.5,0.7,0.9")
-        if self.recalibrate_bn < 0:
-            raise CompressError(f"--recalibrate-bn must be >= 0 (got {self.recalibrate_bn})")
-        target = DEFAULT_TARGET[self.kind] if self.target is None else self.target
-        if not (math.isfinite(target) and 0 < target < 1):
-            raise CompressError(f"--target {target} is not a sparsity in (0, 1)", "e.g. --target 0.8")
-        if target > ratios[-1]:
-            raise CompressError(f"--target {target} is above the highest measured ratio {ratios[-1]}",
-                                "no layer's drop is known that far; add a higher ratio to --ratios")
-        return ratios, target
 
 
 @dataclass

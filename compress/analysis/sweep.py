@@ -46,97 +46,23 @@ from compress.analysis.evaluate import (
     recalibrate_bn,
 )
 from compress.analysis.mask_grid import OneShot
+
+# the options live in a torch-free module (the CLI builds its arguments from them); named here too
+from compress.analysis.options import DEFAULT_GRID, KINDS, MAX_POINTS, SweepOptions, sparsity_grid  # noqa: F401
 from compress.checkpoint import load_state
 from compress.console import progress
 from compress.data import Dataset
 from compress.distributed import current, gathered, mine
 from compress.env import machine
-from compress.errors import CompressError, did_you_mean
 from compress.io import atomic_write
 from compress.kinds import Kind
 from compress.models import ModelSpec
-from compress.prune.criteria import CRITERIA, get_criterion
 from compress.prune.masks import apply_masks, filter_groups
-from compress.prune.ratios import ALLOCATIONS
 from compress.prune.sparsity import DEFINITIONS, sparsity_report
 from compress.train import TrainConfig, train
 
-KINDS = ("unstructured", "filter")
-# Unstructured: the lab's range, where a trained CNN goes from "no loss" to "collapsed".
-# Filter: whole filters go much sooner (a pruned filter removes a feature map everything
-# downstream reads), so the interesting part starts near 5% and is over well before 90%;
-# 0.01 steps are about one filter of a 64-filter layer.
-DEFAULT_GRID = {"unstructured": (0.80, 0.98, 0.002), "filter": (0.05, 0.90, 0.01)}
-MAX_POINTS = 1000
 RULE = ("the last sparsity before accuracy first falls more than {tol:g} point(s) below dense; "
         "if the first point already does, the knee of the curve")
-
-
-@dataclass
-class SweepOptions:
-    kind: str = "unstructured"
-    start: float | None = None  # None: DEFAULT_GRID[kind]
-    stop: float | None = None
-    step: float | None = None
-    allocation: str = "global"  # where the overall target goes: the same ratio per layer, or one global ranking
-    criteria: tuple[str, ...] = ("magnitude",)
-    recalibrate_bn: int = 4  # batches of training images to re-estimate BatchNorm statistics per point (0: none)
-    finetune_steps: int = 0  # masked SGD steps per point (0: pure one-shot)
-    finetune_lr: float = 0.01  # constant, at batch 128: a tenth of the dense peak
-    finetune_batch: int = 128
-    tolerance: float | None = None  # accuracy points below dense still acceptable (None: see `default_tolerance`)
-    seed: int = 0
-
-    def grid(self) -> list[float]:
-        start, stop, step = DEFAULT_GRID.get(self.kind, DEFAULT_GRID["unstructured"])
-        return sparsity_grid(self.start if self.start is not None else start,
-                             self.stop if self.stop is not None else stop,
-                             self.step if self.step is not None else step)
-
-    def validate(self) -> None:
-        if self.kind not in KINDS:
-            raise CompressError(f"a sweep prunes unstructured or filter, not {self.kind!r}", did_you_mean(self.kind, KINDS))
-        if self.allocation not in ALLOCATIONS:
-            raise CompressError(f"unknown allocation {self.allocation!r}", did_you_mean(self.allocation, ALLOCATIONS))
-        if not self.criteria:
-            raise CompressError("no criterion given", f"e.g. --criterion {','.join(CRITERIA)}")
-        for c in self.criteria:
-            get_criterion(c)
-        if len(set(self.criteria)) != len(self.criteria):
-            raise CompressError(f"criteria listed twice: {','.join(self.criteria)}", "name each criterion once")
-        if self.tolerance is not None and not (math.isfinite(self.tolerance) and self.tolerance >= 0):
-            raise CompressError(f"--max-drop must be a number of accuracy points >= 0 (got {self.tolerance})",
-                                "e.g. --max-drop 1.0 for 'within one point of dense'")
-        if self.finetune_steps < 0:
-            raise CompressError(f"--finetune-steps must be >= 0 (got {self.finetune_steps})")
-        if self.recalibrate_bn < 0:
-            raise CompressError(f"--recalibrate-bn must be >= 0 (got {self.recalibrate_bn})")
-        self.grid()
-
-    @property
-    def treatment(self) -> str:
-        """What happens to each pruned point before it is measured, in words ('' for nothing)."""
-        parts = []
-        if self.recalibrate_bn:
-            parts.append(f"BatchNorm re-estimated on {self.recalibrate_bn * self.finetune_batch} images")
-        if self.finetune_steps:
-            parts.append(f"{self.finetune_steps} masked fine-tune step{'s' if self.finetune_steps != 1 else ''}")
-        return " + ".join(parts)
-
-
-def sparsity_grid(start: float, stop: float, step: float) -> list[float]:
-    """start, start+step, ... up to stop inclusive (when it lies on the grid), rounded to 1e-6."""
-    for name, v in (("start", start), ("stop", stop)):
-        if not (math.isfinite(v) and 0 <= v < 1):
-            raise CompressError(f"--{name} {v} is not a sparsity in [0, 1)", "e.g. --start 0.80 --stop 0.98")
-    if start > stop:
-        raise CompressError(f"--start {start} is above --stop {stop}", "the sweep goes from low to high sparsity")
-    if not (math.isfinite(step) and step > 0):
-        raise CompressError(f"--step must be positive (got {step})", "e.g. --step 0.002")
-    n = int(math.floor((stop - start) / step + 1e-6)) + 1
-    if n > MAX_POINTS:
-        raise CompressError(f"that grid has {n} points (more than {MAX_POINTS})", "use a larger --step")
-    return [round(start + i * step, 6) for i in range(n)]
 
 
 def standard_error(accuracy: float, images: int) -> float:
@@ -209,7 +135,7 @@ def run_sweep(ckpt: dict, data: Dataset, opts: SweepOptions, out_dir: Path, *, d
     seconds = time.perf_counter() - t_start
 
     curves = {c: [p for p in points if p["criterion"] == c] for c in opts.criteria}
-    tol = opts.tolerance if opts.tolerance is not None else default_tolerance(dense_acc, evaluator.images)
+    tol = opts.max_drop if opts.max_drop is not None else default_tolerance(dense_acc, evaluator.images)
     tradeoffs = {c: choose_tradeoff(pts, dense_acc, tol) for c, pts in curves.items()}
     layers_doc = _tradeoff_layers(model, example, opts, tradeoffs, reports, tol, dense_acc)
     load_state(model, original, spec.name)
@@ -219,7 +145,7 @@ def run_sweep(ckpt: dict, data: Dataset, opts: SweepOptions, out_dir: Path, *, d
         "grid": {"start": grid[0], "stop": grid[-1], "step": opts.step or DEFAULT_GRID[opts.kind][2], "points": len(grid)},
         "choices_on": "validation" if tester else "test (no validation split: --val-split 0)",
         "dense_accuracy": round(dense_acc, 2), "dense_test_accuracy": round(dense_test, 2), "tolerance": tol,
-        "tolerance_source": "--max-drop" if opts.tolerance is not None else "default: max(1 point, 2 standard errors)",
+        "tolerance_source": "--max-drop" if opts.max_drop is not None else "default: max(1 point, 2 standard errors)",
         "rule": RULE.format(tol=tol),
         "treatment": opts.treatment or "none (pure one-shot)",
         # binomial standard error of one accuracy on the split the choice reads: differences below it are noise

@@ -1,38 +1,14 @@
 """Analysis subcommands (`compress sweep`, `compress sensitivity`, `compress report`): parsing and printing only."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from compress import kinds
+from compress.analysis.options import SensitivityOptions, SweepOptions
 from compress.cli.args import Renamed, add_data_args, checkpoint_data
 from compress.cli.base import Command, command
 from compress.console import out
-
-
-def _fraction(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-
-
-def _float_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 0.3,0.5,0.7,0.9") from None
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (got {v})")
-    return v
+from compress.options import add_options, from_args, number
 
 
 def _command_line() -> list[str] | None:
@@ -60,34 +36,14 @@ class Sweep(Command):
 
     def add_arguments(self, p):
         p.add_argument("model", type=Path, metavar="MODEL.pt", help="trained dense model (compress train, or RUN/dense.pt)")
-        p.add_argument("--kind", choices=("unstructured", "filter"), default="unstructured",
-                       help="what is pruned (default unstructured)")
+        # names, choices, defaults and help come from SweepOptions (compress/analysis/sweep_options.py)
+        add_options(p, SweepOptions, "kind")
         g = p.add_argument_group("grid (overall sparsity, fractions)")
-        g.add_argument("--start", "--first", type=_fraction, default=None, metavar="S",
-                       help="first sparsity (default 0.80 unstructured, 0.05 filter); under torchrun write --first "
-                            "(torchrun's own parser reads --start as its --start-method)")
-        g.add_argument("--stop", type=_fraction, default=None, metavar="S", help="last sparsity (default 0.98 unstructured, 0.90 filter)")
-        g.add_argument("--step", type=_fraction, default=None, metavar="S", help="step (default 0.002 unstructured, 0.01 filter)")
-        g.add_argument("--allocation", choices=("uniform", "global"), default="global",
-                       help="global (default): one ranking over all layers decides where to prune, as the lab's "
-                            "MATLAB example; uniform: the same ratio for every layer")
-        g.add_argument("--criterion", dest="criteria", default="magnitude", metavar="LIST",
-                       help="magnitude (default), taylor or synflow; comma-separated for several (one curve each, "
-                            "one figure)")
+        add_options(g, SweepOptions, "start", "stop", "step", "allocation", "criteria")
         g.add_argument("--criteria", dest="criteria", action=Renamed, new="--criterion")
         f = p.add_argument_group("per point")
-        f.add_argument("--recalibrate-bn", type=_non_negative_int, default=4, metavar="N",
-                       help="re-estimate BatchNorm statistics on N batches of 128 training images after pruning each "
-                            "point; the weights stay one-shot (default 4: without it a BatchNorm network's curve "
-                            "mostly measures stale statistics; 0: pure one-shot)")
-        f.add_argument("--finetune-steps", type=_non_negative_int, default=0, metavar="N",
-                       help="masked SGD steps (batch 128) after pruning each point, before evaluating (default 0: one-shot)")
-        f.add_argument("--finetune-lr", type=float, default=0.01, metavar="LR", help="constant lr of that fine-tune at batch 128 (default 0.01)")
-        f.add_argument("--max-drop", type=_fraction, default=None, metavar="POINTS",
-                       help="accuracy points below dense still acceptable at the trade-off (default: 1 point, or two "
-                            "standard errors of an accuracy on the validation split when that is larger: 3.1 on "
-                            "the sample's 814 validation images, where one point is noise)")
-        f.add_argument("--tolerance", type=_fraction, dest="max_drop", action=Renamed, new="--max-drop")
+        add_options(f, SweepOptions, "recalibrate_bn", "finetune_steps", "finetune_lr", "max_drop")
+        f.add_argument("--tolerance", type=number, dest="max_drop", action=Renamed, new="--max-drop")
         o = p.add_argument_group("output")
         o.add_argument("--out", type=Path, default=None, metavar="DIR", help="output folder (default MODEL_sweep_KIND beside the model)")
         o.add_argument("--force", action="store_true", help="overwrite existing sweep files in --out")
@@ -96,12 +52,9 @@ class Sweep(Command):
     def run(self, args) -> int:
         from rich.table import Table
 
-        from compress.analysis.sweep import SweepOptions, run_sweep
+        from compress.analysis.sweep import run_sweep
 
-        opts = SweepOptions(kind=args.kind, start=args.start, stop=args.stop, step=args.step,
-                            allocation=args.allocation, criteria=tuple(c.strip() for c in args.criteria.split(",") if c.strip()),
-                            recalibrate_bn=args.recalibrate_bn, finetune_steps=args.finetune_steps,
-                            finetune_lr=args.finetune_lr, tolerance=args.max_drop)
+        opts = from_args(SweepOptions, args)
         opts.validate()  # bad ranges fail before any file is read
         out_dir = args.out or args.model.with_name(f"{args.model.stem}_sweep_{args.kind}")
         ckpt, data, device = _load(args)
@@ -157,18 +110,7 @@ class Sensitivity(Command):
 
     def add_arguments(self, p):
         p.add_argument("model", type=Path, metavar="MODEL.pt", help="trained dense model")
-        p.add_argument("--kind", choices=("unstructured", "filter"), default="unstructured",
-                       help="what is pruned (default unstructured)")
-        p.add_argument("--ratios", type=_float_list, default=None, metavar="LIST",
-                       help="ratios each layer is pruned at (default 0.3,0.5,0.7,0.8,0.9,0.95 unstructured; "
-                            "0.1,0.25,0.4,0.55,0.7,0.85 filter)")
-        p.add_argument("--target", type=_fraction, default=None, metavar="S",
-                       help="overall sparsity the proposed ratios reach (default 0.8 unstructured, 0.4 filter)")
-        p.add_argument("--criterion", choices=kinds.CRITERIA, default=kinds.CRITERION,
-                       help="importance score (default magnitude)")
-        p.add_argument("--recalibrate-bn", type=_non_negative_int, default=0, metavar="N",
-                       help="re-estimate BatchNorm statistics on N batches of 128 training images after each pruning "
-                            "(default 0)")
+        add_options(p, SensitivityOptions)  # names, choices, defaults and help: compress/analysis/options.py
         p.add_argument("--out", type=Path, default=None, metavar="DIR",
                        help="output folder (default MODEL_sensitivity_KIND beside the model)")
         p.add_argument("--force", action="store_true", help="overwrite existing files in --out")
@@ -177,10 +119,9 @@ class Sensitivity(Command):
     def run(self, args) -> int:
         from rich.table import Table
 
-        from compress.analysis.sensitivity import SensitivityOptions, run_sensitivity
+        from compress.analysis.sensitivity import run_sensitivity
 
-        opts = SensitivityOptions(kind=args.kind, ratios=args.ratios, target=args.target, criterion=args.criterion,
-                                  recalibrate_bn=args.recalibrate_bn)
+        opts = from_args(SensitivityOptions, args)
         opts.resolved()
         out_dir = args.out or args.model.with_name(f"{args.model.stem}_sensitivity_{args.kind}")
         ckpt, data, device = _load(args)

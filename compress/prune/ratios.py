@@ -20,12 +20,11 @@ import yaml
 
 from compress.errors import CompressError, did_you_mean
 from compress.io import atomic_write
-from compress.kinds import Kind
+from compress.kinds import ALLOCATIONS, Kind
 from compress.models.attention import head_attentions
 from compress.models.structure import FIXED_ATTR, fixed_filters
 
 KINDS = ("unstructured", "filter", "nm")
-ALLOCATIONS = ("uniform", "global")
 
 
 def prunable(model: nn.Module, kind: str) -> dict[str, torch.Tensor]:
