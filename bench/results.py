@@ -4,7 +4,7 @@ its commands in order, the time each took, what each printed (its tables) and it
 the machine (CPU and the flags that decide its speed: AVX-512, VNNI, AMX, bf16), the date and
 the versions. docs/results.md, the index, is rewritten from the files that exist.
 
-    python -m compress.bench.results                       # every section: about 5 hours on 2 cores
+    python -m compress.bench.results                       # every section: about 6 hours on 2 cores
     python -m compress.bench.results --only runtimes,sizes # some sections (--list names them)
     python -m compress.bench.results --quick               # every section on a tiny model: the commands
                                                            # and the files' shape, in minutes (CI runs it)

@@ -62,7 +62,7 @@ SECTIONS: tuple[Section, ...] = (
         "validation gate, the fastest runtime per model and batch size)."),
         (Step(C + ("filter", "--ratio", "0.4", "--imp", "3", *DATA, "--out", "run"),
               C + ("filter", *TINY, "--ratio", "0.4", "--omp", *DATA, "--dense-epochs", "1", "--epochs", "1",
-                   "--out", "run")),), minutes=8),
+                   "--out", "run")),), minutes=7),
     Section("runtimes", "The fastest runtime on this CPU", (
         "VGG13 (random weights: speed does not depend on the values) dense and slimmed by the shipped "
         "40% filter file, on every CPU runtime installed: ONNX Runtime fp32 and INT8, OpenVINO fp32, bf16 "
@@ -72,7 +72,7 @@ SECTIONS: tuple[Section, ...] = (
         (Step(("-m", "compress.bench.quantize_speedup", "--runtimes",
                "ort-cpu,ort-cpu-int8,openvino-cpu,openvino-cpu-bf16,openvino-cpu-int8", "--out", "runtimes"),
               ("-m", "compress.bench.quantize_speedup", "--batch-sizes", "1", "--budget", "0.05",
-               "--out", "runtimes")),), minutes=3),
+               "--out", "runtimes")),), minutes=1),
     Section("channel_widths", "Channel counts decide the speed-up", (
         "The same share of filters (40%) removed from VGG13 in five ways: the shipped ratio file "
         "(multiples of 16), one uniform ratio with unrounded widths, and uniform widths rounded to "
@@ -80,7 +80,7 @@ SECTIONS: tuple[Section, ...] = (
         "batch 64. Unaligned widths leave the runtime's kernels half-used: equal MACs, unequal speed."),
         (Step(("-m", "compress.bench.filter_speedup", "--out", "channel_widths"),
               ("-m", "compress.bench.filter_speedup", "--width", "0.125", "--budget", "0.05",
-               "--out", "channel_widths")),), minutes=2),
+               "--out", "channel_widths")),), minutes=1),
     Section("sizes", "Slim models and ONNX sizes", (
         "File sizes of the full-width VGG13 exports: dense, the shipped 40% filter file masked and "
         "slim, the shipped 80% unstructured file in the dense layout, as ONNX sparse initializers and "
@@ -105,7 +105,7 @@ SECTIONS: tuple[Section, ...] = (
                "--batch-size", "16", "--steps", "2", "--runs", "1", "--masks")),
          Step(("-m", "compress.bench.cpu_bf16"),
               ("-m", "compress.bench.cpu_bf16", "--batch-size", "8", "--steps", "1", "--rounds", "1"))),
-        minutes=5),
+        minutes=2),
     Section("sweeps", "Where one-shot pruning breaks, and a second criterion", (
         "One-shot sweeps of the dense model, each point's BatchNorm statistics re-estimated on 512 "
         "training images (the weights stay one-shot): unstructured sparsity with one global magnitude "
@@ -125,7 +125,7 @@ SECTIONS: tuple[Section, ...] = (
               C + ("sweep", "dense.pt", *DATA, "--start", "0.5", "--stop", "0.9", "--step", "0.2",
                    "--criterion", "magnitude,taylor,synflow", "--out", "criteria"),
               show="tables", figures=("criteria/sweep.png",))),
-        minutes=15, dense=True),
+        minutes=27, dense=True),
     Section("layer_ratios", "Choosing the layer ratios and the retraining learning rate", (
         "OMP unstructured at 80% from the same dense model with the recipe's retraining, only the layer "
         "ratios differ (the default for the model, uniform, one global ranking, the ratios `compress "
@@ -141,7 +141,7 @@ SECTIONS: tuple[Section, ...] = (
          Step(C + ("compare", "dense.pt", "ratios_default/Omp_*.pt", "ratios_uniform/Omp_*.pt",
                    "ratios_global/Omp_*.pt", "ratios_sensitivity/Omp_*.pt", "lr_0.05/Omp_*.pt", "lr_0.02/Omp_*.pt",
                    *DATA, "--evaluate-on", "val"))),
-        minutes=15, dense=True),
+        minutes=14, dense=True),
     Section("int8", "INT8 that meets its gate: PTQ, the accuracy-aware search, QAT, OpenVINO", (
         "The dense model and an OMP unstructured 95% model quantized by `compress quantize`: static PTQ "
         "as it is (`--no-search --accept-drop`: the drop itself), per-tensor weights, the accuracy-aware "
@@ -206,7 +206,7 @@ SECTIONS: tuple[Section, ...] = (
               ("-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "compress", "train", *TINY,
                "--epochs", "1", *DATA, "--sync-bn", "--out", "ddp2sync.pt"), show="tail",
               env=(("OMP_NUM_THREADS", "1"),))),
-        minutes=5),
+        minutes=2),
     Section("recipe", "The dense recipe's defaults: batch 64, bf16 on CPUs with bf16 units", (
         "The dense VGG13 recipe (20 epochs, seed 0) as shipped, then with only the batch size changed "
         "(128 against 64) and only the precision changed (fp32 against `--precision auto`, which trains "
@@ -228,7 +228,7 @@ SECTIONS: tuple[Section, ...] = (
         "together). Recipes and ratio files are chosen on validation; test is reported."),
         (Step(C + ("all", *DATA, "--seeds", "0,1,2", "--out", "suite"),
               C + ("all", *TINY, *DATA, "--dense-epochs", "1", "--epochs", "3", "--seeds", "0,1", "--out", "suite"),
-              markdown="suite/report.md"),), minutes=60),
+              markdown="suite/report.md"),), minutes=41),
     Section("distill", "Winning accuracy back with distillation", (
         "OMP retraining with and without knowledge distillation (α 0.5, T 4) at filter 70% and "
         "unstructured 95%, three seeds per arm from the same dense model, each arm against cross-entropy "

@@ -246,8 +246,8 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--distill", action=argparse.BooleanOptionalAction, default=None,
                    help="loss = (1 - alpha)·cross-entropy + alpha·T²·KL(teacher ‖ student) at temperature T, the "
                         "teacher (default: the dense model being pruned) in eval mode on the same augmented "
-                        "batches; its time per epoch is printed and recorded (default: off; measured in "
-                        "docs/results/distill.md)")
+                        "batches; its time per epoch is printed and recorded (default: off; "
+                        "`python -m compress.bench.results --only distill` measures what it buys)")
     g.add_argument("--teacher", type=Path, default=None, metavar="CHECKPOINT",
                    help="distil from this checkpoint of ours (dense, pruned or slim, e.g. a wider or longer-trained "
                         "network) instead of the dense model; implies --distill. A better teacher is what helped: "
