@@ -92,7 +92,8 @@ def number_list(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 0.3,0.5,0.7,0.9") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, "
+                                         "e.g. 0.3,0.5,0.7,0.9") from None
 
 
 def non_negative_int(text: str) -> int:
