@@ -191,10 +191,12 @@ def run_section(section: Section, work: Path, out_dir: Path, quick: bool) -> Pat
     for i, step in enumerate(section.steps, 1):
         printed, seconds = run_step(step, quick, folder, log)
         total += seconds
-        body = embedded(folder / step.markdown, section, out_dir) if step.markdown else \
-            f"```text\n{excerpt(printed, step.show)}\n```"
-        if section.name == "main_command":
-            body = main_command_tables(folder / "run")
+        if step.run_folder:
+            body = run_folder_tables(folder / step.run_folder)
+        elif step.markdown:
+            body = embedded(folder / step.markdown, section, out_dir)
+        else:
+            body = f"```text\n{excerpt(printed, step.show)}\n```"
         figs = [figure(folder / f, section, out_dir) for f in step.figures if (folder / f).exists()]
         parts.append(f"## {i}. `{shown(step.argv(quick))}`\n\n{seconds:.0f} s.\n\n{body}"
                      + "".join(f"\n\n{f}" for f in figs))
@@ -205,8 +207,8 @@ def run_section(section: Section, work: Path, out_dir: Path, quick: bool) -> Pat
     return path
 
 
-def main_command_tables(run_dir: Path) -> str:
-    """The main command's run folder as Markdown tables: rounds, ONNX, INT8, fastest runtime."""
+def run_folder_tables(run_dir: Path) -> str:
+    """A prune command's run folder as Markdown tables: rounds, ONNX, INT8, fastest runtime."""
     m = read_json(run_dir / "manifest.json")
     export = read_json(run_dir / "onnx" / "export.json") or {}
     quant = read_json(run_dir / "onnx" / "quantize.json") or {}

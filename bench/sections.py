@@ -23,6 +23,7 @@ class Step:
     figures: tuple[str, ...] = ()      # PNG files it writes, shown under its output
     env: tuple[tuple[str, str], ...] = ()
     markdown: str | None = None        # a Markdown file it writes, shown instead of its output
+    run_folder: str | None = None      # a prune command's run folder: its JSON files, as tables, shown instead
 
     def argv(self, quick: bool) -> Args:
         return self.quick if quick and self.quick is not None else self.args
@@ -62,7 +63,7 @@ SECTIONS: tuple[Section, ...] = (
         "validation gate, the fastest runtime per model and batch size)."),
         (Step(C + ("filter", "--ratio", "0.4", "--imp", "3", *DATA, "--out", "run"),
               C + ("filter", *TINY, "--ratio", "0.4", "--omp", *DATA, "--dense-epochs", "1", "--epochs", "1",
-                   "--out", "run")),), minutes=7),
+                   "--out", "run"), run_folder="run"),), minutes=7),
     Section("runtimes", "The fastest runtime on this CPU", (
         "VGG13 (random weights: speed does not depend on the values) dense and slimmed by the shipped "
         "40% filter file, on every CPU runtime installed: ONNX Runtime fp32 and INT8, OpenVINO fp32, bf16 "
