@@ -202,6 +202,7 @@ def run_section(section: Section, work: Path, out_dir: Path, quick: bool) -> Pat
                      + "".join(f"\n\n{f}" for f in figs))
     how = "Each command ran in one folder, in this order; `REPO` is the repository's root."
     text = "\n\n".join([header(section, total, quick), section.about, how, *parts]) + "\n"
+    text = text.replace(str(REPO), "REPO")  # what a command printed names this checkout as its commands do
     path = out_dir / f"{section.name}.md"
     atomic_write(path, lambda tmp: tmp.write_text(text))
     return path

@@ -173,7 +173,7 @@ SECTIONS: tuple[Section, ...] = (
          Step(C + ("filter", "--speedup", "2", "--omp", "--checkpoint", "dense.pt", *DATA, "--out", "speedup2"),
               C + ("filter", "--speedup", "1.2", "--omp", "--checkpoint", "dense.pt", *DATA, "--epochs", "1",
                    "--out", "speedup2"), show="tables")),
-        minutes=20, dense=True),
+        minutes=14, dense=True),
     Section("your_model", "Your own model: a .py file and a torchvision model", (
         "A VGG13 written the way CIFAR model zoos write it (`docs/examples/my_vgg.py`), trained by a plain "
         "PyTorch script (`docs/examples/train_my_vgg.py`), then pruned by the whole pipeline with "
@@ -190,7 +190,7 @@ SECTIONS: tuple[Section, ...] = (
                    "--dense-epochs", "6", "--epochs", "3", "--out", "byom_r18"),
               C + ("filter", "--ratio", "0.4", "--omp", "--model", "torchvision:resnet18", "--width", "0.125",
                    *DATA, "--dense-epochs", "1", "--epochs", "1", "--out", "byom_r18"), show="tables")),
-        minutes=25),
+        minutes=17),
     Section("distributed", "Scaling out: one process against two Gloo processes", (
         "One epoch of the dense VGG13 recipe (global batch 64) in one process at 2 threads, then under "
         "`torchrun --nproc_per_node 2` at one thread each, then with `--sync-bn`. On two cores this is a "
@@ -221,7 +221,7 @@ SECTIONS: tuple[Section, ...] = (
          Step(C + ("train", *DATA, "--precision", "fp32", "--out", "fp32.pt"),
               C + ("train", *TINY, *DATA, "--epochs", "1", "--precision", "fp32", "--out", "fp32.pt"), show="tail"),
          Step(C + ("compare", "recipe.pt", "batch128.pt", "fp32.pt", *DATA, "--evaluate-on", "val"))),
-        minutes=15),
+        minutes=13),
     Section("suite", "The assignment's four models over three seeds", (
         "`compress all` three times (seeds 0, 1 and 2, a dense baseline per seed): dense, OMP and IMP "
         "unstructured 80%, OMP and IMP filter 40%, each slimmed, exported, quantized and benchmarked, "
@@ -247,7 +247,7 @@ SECTIONS: tuple[Section, ...] = (
                "--arms", "plain,teacher", "--teacher", "teacher.pt", "--out", "distill"),
               ("-m", "compress.bench.distill", "--dense", "dense.pt", "--settings", "filter70",
                "--arms", "plain,teacher", "--teacher", "teacher.pt", "--seeds", "0", "--out", "distill"),
-              markdown="distill/distill.md")), minutes=150, dense=True),
+              markdown="distill/distill.md")), minutes=40, dense=True),
 )
 
 

@@ -56,7 +56,7 @@ def prune_model(model: str | None = None, *, kind: str = "filter", ratio: float 
     line); `checkpoint`: dense weights (ours or yours) instead of training one; `data`: as
     `--data` ("auto": a checkpoint's own dataset, else the cache, a download, else the sample);
     `epochs`: total retraining epochs over the rounds; other keyword arguments are
-    `pipeline.run.PruneOptions` fields (criterion, rewind, schedule, distill, ...)."""
+    `pipeline.options.PruneOptions` fields (criterion, rewind, schedule, distill, ...)."""
     if model is not None:
         from compress.models.sources import allow_code, canonical, check_source, kind_of
 

@@ -17,6 +17,8 @@ SCHEDULES = ("geometric", "linear")  # IMP round targets (or an explicit list)
 SCHEDULE = "geometric"  # default
 STAGES = ("slim", "export", "quantize", "bench", "report")  # after pruning, in order
 ALLOCATIONS = ("uniform", "global")  # how an overall ratio is spread over layers (prune.ratios.allocate)
+PLAN_COSTS = ("loss", "score")  # what narrowing a layer costs the latency planner (analysis.plan_costs)
+PLAN_SEARCHES = ("exact", "greedy")  # how the planner picks widths (prune.width_search)
 
 
 class Kind(str, Enum):

@@ -17,6 +17,8 @@ import argparse
 import dataclasses
 from typing import Any, Callable
 
+from compress.errors import CompressError
+
 _KEY = "compress.option"
 
 
@@ -50,21 +52,38 @@ def add_options(parser: argparse._ActionsContainer, cls, *names: str) -> None:
         f = fields[name]
         m = f.metadata[_KEY]
         shown = m["default_text"] if m["default_text"] is not None else _as_text(f.default)
+        said = "" if f.default is None and m["default_text"] is None else f" (default {shown})"
         # an option converted by from_text parses to None when absent: the field keeps its own default
-        kwargs = dict(dest=name, default=None if m["from_text"] else f.default, help=f"{m['help']} (default {shown})")
+        kwargs = dict(dest=name, default=None if m["from_text"] else f.default, help=m["help"] + said)
         if isinstance(f.default, bool) and m["parse"] is None:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs.update(type=m["parse"], choices=m["choices"], metavar=m["metavar"])
+            kwargs.update(type=_argparse_type(m["parse"]), choices=m["choices"], metavar=m["metavar"])
         parser.add_argument(m["flag"], *m["aliases"], **kwargs)
+
+
+def _argparse_type(parse: Callable[[str], Any] | None) -> Callable[[str], Any] | None:
+    """`parse` as argparse's `type`: a CompressError it raises (the checks the library runs on the
+    same values) becomes argparse's one-line usage error."""
+    if parse is None:
+        return None
+
+    def checked(text: str):
+        try:
+            return parse(text)
+        except CompressError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    checked.__name__ = getattr(parse, "__name__", "value")
+    return checked
 
 
 def from_args(cls, args: argparse.Namespace, **given: Any):
     """`cls` built from parsed arguments: each option the parser has, converted by its `from_text`,
-    the field's default where the option was not given; `given` fills the other fields."""
+    the field's default where the option was not given; `given` sets fields itself (it wins over
+    an argument of the same name: a value the command derived, e.g. a plan's rounding)."""
     values = dict(given)
     for name, f in _fields(cls).items():
-        if not hasattr(args, name):
+        if name in given or not hasattr(args, name):
             continue
         value = getattr(args, name)
         convert = f.metadata[_KEY]["from_text"]
@@ -103,4 +122,22 @@ def non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0 (got {v})")
+    return v
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (got {v})")
+    return v
+
+
+def sparsity(text: str) -> float:
+    """A sparsity ratio in [0, 1)."""
+    v = number(text)
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"a sparsity ratio must be in [0, 1) (got {v}); e.g. 0.8 for 80%")
     return v

@@ -7,10 +7,10 @@ from compress.cli import build_parser
 RENAMED = [  # (command line with the old name, with the new name, attribute)
     (["sweep", "m.pt", "--tolerance", "2"], ["sweep", "m.pt", "--max-drop", "2"], "max_drop"),
     (["sweep", "m.pt", "--criteria", "magnitude,taylor"], ["sweep", "m.pt", "--criterion", "magnitude,taylor"], "criteria"),
-    (["plan", "d.pt", "--speedup", "2", "--at-batch", "8"], ["plan", "d.pt", "--speedup", "2", "--latency-batch", "8"], "latency_batch"),
+    (["plan", "d.pt", "--speedup", "2", "--at-batch", "8"], ["plan", "d.pt", "--speedup", "2", "--latency-batch", "8"], "batch"),
     (["plan", "d.pt", "--speedup", "2", "--tolerance", "0.1"], ["plan", "d.pt", "--speedup", "2", "--speedup-tolerance", "0.1"],
-     "speedup_tolerance"),
-    (["filter", "--speedup", "2", "--at-batch", "8"], ["filter", "--speedup", "2", "--latency-batch", "8"], "latency_batch"),
+     "tolerance"),
+    (["filter", "--speedup", "2", "--at-batch", "8"], ["filter", "--speedup", "2", "--latency-batch", "8"], "batch"),
 ]
 
 
@@ -34,7 +34,7 @@ def test_help_shows_only_the_new_names(command, old, capsys):
 
 def test_defaults_apply_when_the_option_is_absent():
     args = build_parser().parse_args(["plan", "d.pt", "--speedup", "2"])
-    assert args.latency_batch == 64 and args.speedup_tolerance == 0.05
+    assert args.batch == 64 and args.tolerance == 0.05
     from compress.analysis.options import SweepOptions
     from compress.options import from_args
 
@@ -95,3 +95,86 @@ def test_options_declared_once_build_the_cli(command, cls, capsys):
     p = argparse.ArgumentParser()
     add_options(p, changed)
     assert p.parse_args([]).recalibrate_bn == 7 and "(default 7)" in p.format_help()
+
+
+PRUNE_COMMANDS = {  # command: the PruneOptions fields it offers (the rest do not apply to it)
+    "unstructured": ("ratio", "config", "allocation", "criterion", "schedule", "rewind", "max_drop"),
+    "filter": ("ratio", "config", "allocation", "round_to", "criterion", "schedule", "rewind", "max_drop"),
+    "nm": ("nm", "criterion", "rewind", "max_drop"),
+    "all": ("allocation", "round_to", "criterion", "schedule", "rewind", "max_drop"),
+}
+
+
+@pytest.mark.parametrize("command", PRUNE_COMMANDS)
+def test_prune_commands_are_built_from_prune_options(command, capsys):
+    """The prune commands and `compress all` take their pruning options from PruneOptions (and
+    `all` its ratios and rounds from SuiteOptions): absent, each is the dataclass's default; help
+    says it; given, it reaches its field; an option that does not apply is not offered."""
+    import dataclasses
+
+    from compress.options import from_args
+    from compress.pipeline import PruneOptions, SuiteOptions
+
+    parser = build_parser()
+    kind = "" if command == "all" else command
+    opts = from_args(PruneOptions, parser.parse_args([command]), kind=kind, dense=None, retrain=None)
+    assert opts == PruneOptions(kind=kind, dense=None, retrain=None)
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(PruneOptions):
+        meta = f.metadata.get("compress.option")
+        if meta is None:
+            continue
+        offered = f" {meta['flag']} " in text
+        assert offered == (f.name in PRUNE_COMMANDS[command]), (command, f.name)
+        if offered:
+            assert " ".join(meta["help"].split()[:3]) in text, f.name
+    given = {"ratio": ("--ratio", "0.5", 0.5), "allocation": ("--allocation", "global", "global"),
+             "round_to": ("--round-to", "8", 8), "criterion": ("--criterion", "taylor", "taylor"),
+             "schedule": ("--schedule", "linear", "linear"), "rewind": ("--rewind", "weights", "weights"),
+             "nm": ("--nm", "1:4", (1, 4)), "max_drop": ("--max-drop", "0.5", 0.5)}
+    argv = [command] + [w for name in PRUNE_COMMANDS[command] if name in given for w in given[name][:2]]
+    opts = from_args(PruneOptions, parser.parse_args(argv), kind=kind, dense=None, retrain=None)
+    for name in PRUNE_COMMANDS[command]:
+        if name in given:
+            assert getattr(opts, name) == given[name][2], name
+    if command == "all":
+        assert from_args(SuiteOptions, parser.parse_args(["all"])) == SuiteOptions()
+        suite = from_args(SuiteOptions, parser.parse_args(["all", "--filter-ratio", "0.6", "--imp", "5"]))
+        assert suite.ratios == {"unstructured": 0.8, "filter": 0.6} and suite.imp == 5
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["nm", "--nm", "4:2"], "0 < N < M"), (["nm", "--nm", "two:four"], "is not N:M"),
+    (["filter", "--round-to", "-1"], "must be >= 0"), (["all", "--imp", "0"], "positive integer"),
+    (["all", "--filter-ratio", "1"], "must be in \\[0, 1\\)"),
+])
+def test_prune_options_refuse_bad_values_at_parse_time(argv, match, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(argv)
+    assert e.value.code == 2
+    import re
+
+    assert re.search(match, capsys.readouterr().err)
+
+
+def test_building_the_prune_parser_imports_no_torch():
+    """PruneOptions lives in a torch-free module, so `compress filter --help` stays instant."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from compress.cli import build_parser; build_parser().parse_args(['filter', '--ratio', '0.4']);"
+            "import compress.pipeline; print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
+        == "False"
+
+
+def test_the_cli_reference_is_current():
+    """docs/cli.md is written from the parser; an option changed without regenerating it fails here."""
+    from pathlib import Path
+
+    from compress.cli.reference import markdown
+
+    committed = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    assert committed == markdown(build_parser()), "docs/cli.md is stale: python -m compress.cli.reference > docs/cli.md"

@@ -1,14 +1,15 @@
-"""What `compress sweep` / `run_sweep` and `compress sensitivity` / `run_sensitivity` take, declared
-once: each field's default, flag, help and choices, from which the CLI builds its arguments
+"""What `compress sweep` / `run_sweep`, `compress sensitivity` / `run_sensitivity` and `compress plan`
+/ `make_plan` (and `filter --speedup`) take, declared once: each field's default, flag, help and choices, from which the CLI builds its arguments
 (`compress.options`). A plain module: building the parser does not import torch."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+from compress.analysis.goals import latency_value, speedup_value
 from compress.errors import CompressError, did_you_mean
-from compress.kinds import ALLOCATIONS, CRITERIA, CRITERION
-from compress.options import comma_list, non_negative_int, number, number_list, option
+from compress.kinds import ALLOCATIONS, CRITERIA, CRITERION, PLAN_COSTS, PLAN_SEARCHES
+from compress.options import comma_list, non_negative_int, number, number_list, option, positive_int
 
 KINDS = ("unstructured", "filter")
 # Unstructured: the lab's range, where a trained CNN goes from "no loss" to "collapsed".
@@ -143,3 +144,79 @@ def sparsity_grid(start: float, stop: float, step: float) -> list[float]:
     if n > MAX_POINTS:
         raise CompressError(f"that grid has {n} points (more than {MAX_POINTS})", "use a larger --step")
     return [round(start + i * step, 6) for i in range(n)]
+
+
+@dataclass
+class PlanRequest:
+    """What the user asked the latency planner for: `speedup` or `latency_ms` (one of them)."""
+
+    speedup: float | None = option(None, "--speedup", "prune to X times the dense model's speed, measured on "
+                                   "--runtime at --latency-batch (per-layer widths chosen from a measured latency "
+                                   "table, then verified)", parse=speedup_value, metavar="X")
+    latency_ms: float | None = option(None, "--latency-ms", "prune until one batch of --latency-batch images takes at "
+                                      "most MS milliseconds on --runtime (within --speedup-tolerance: measured times "
+                                      "move by a few percent between runs)", parse=latency_value, metavar="MS")
+    runtime: str = option("ort-cpu", "--runtime", "where latency is measured: ort-cpu, ort-cpu-int8, openvino-cpu, "
+                          "torch (CPU or --device), torch-bf16 (CUDA), ... (the names `compress bench --runtimes` "
+                          "takes)", metavar="NAME")
+    batch: int = option(64, "--latency-batch", "batch size the latency is measured at (not the training batch)",
+                        parse=positive_int, metavar="N")
+    threads: int | None = option(None, "--threads", "CPU threads of the runtime", parse=positive_int, metavar="N",
+                                 default_text="torch's setting")
+    round_to: int = option(16, "--round-to", "kept widths are multiples of M", parse=positive_int, metavar="M")
+    criterion: str = CRITERION  # which filters of a group go (the command's --criterion)
+    cost: str = option("loss", "--cost", "what cutting a layer costs: loss (the training loss increase when that "
+                       "layer alone is cut, on 512 training images) or score (the --criterion scores of the filters "
+                       "cut)", choices=PLAN_COSTS)
+    search: str = option("greedy", "--search", "greedy (NetAdapt's rule: narrow the layer that costs least per ms "
+                         "saved, on the fitted latency model) or exact (a knapsack over single-layer savings, "
+                         "re-aimed)", choices=PLAN_SEARCHES)
+    tolerance: float = option(0.05, "--speedup-tolerance", "a measured speed-up within this fraction of the target "
+                              "(or a time within this fraction above --latency-ms) is a hit", parse=number,
+                              metavar="FRACTION")
+    attempts: int = 4  # end-to-end measurements at most
+    device: str = "cpu"  # where torch runtimes run (ONNX Runtime CPU ignores it)
+    use_cache: bool = True
+    budget_s: float = 1.0  # timed seconds per model in the table; each verification gets twice that
+
+    def validate(self) -> None:
+        """Every value checked, and the runtime tried once, before any baseline trains."""
+        from pathlib import Path
+
+        from compress.env import resolve_device  # torch: only when a plan is about to be made
+        from compress.prune.criteria import get_criterion
+        from compress.timing.registry import get_runtimes
+        from compress.timing.runtimes import Context, Skipped
+
+        if (self.speedup is None) == (self.latency_ms is None):
+            raise CompressError("give one target: --speedup X or --latency-ms MS", "e.g. --speedup 2.5")
+        if self.speedup is not None:
+            speedup_value(str(self.speedup))
+        if self.latency_ms is not None:
+            latency_value(str(self.latency_ms))
+        if self.batch < 1:
+            raise CompressError(f"--latency-batch must be >= 1 (got {self.batch})", "e.g. --latency-batch 64")
+        if self.round_to < 1:
+            raise CompressError(f"--round-to must be >= 1 (got {self.round_to})", "e.g. --round-to 16")
+        if not 0 < self.tolerance < 0.5:
+            raise CompressError(f"--speedup-tolerance {self.tolerance} is outside (0, 0.5)",
+                                "e.g. --speedup-tolerance 0.05")
+        get_criterion(self.criterion)  # an unknown name is an error here, before any work
+        if self.cost not in PLAN_COSTS:
+            raise CompressError(f"unknown cost {self.cost!r}", f"choose one of: {', '.join(PLAN_COSTS)}")
+        if self.search not in PLAN_SEARCHES:
+            raise CompressError(f"unknown search {self.search!r}", f"choose one of: {', '.join(PLAN_SEARCHES)}")
+
+        runtime = get_runtimes([self.runtime])[0]
+        try:  # before any baseline is trained: a runtime that cannot run here is a plain error
+            runtime.check(Context(device=resolve_device(self.device), threads=1, workdir=Path(".")))
+            why = runtime.skip_batch(self.batch)
+        except Skipped as e:
+            why = str(e)
+        if why:
+            raise CompressError(f"runtime {self.runtime} cannot run here: {why}",
+                                "choose a runtime this machine has (ort-cpu and torch run on any CPU)")
+
+    def describe(self) -> str:
+        goal = f"{self.speedup:g}x faster than dense" if self.speedup else f"{self.latency_ms:g} ms per batch"
+        return f"{goal} on {self.runtime}, batch {self.batch}"

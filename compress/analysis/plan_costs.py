@@ -17,13 +17,14 @@ from compress.analysis.sensitivity import interpolate
 from compress.console import progress
 from compress.data import Dataset
 from compress.io import atomic_write
+from compress.kinds import PLAN_COSTS
 from compress.models import ModelSpec
 from compress.prune.masks import FilterGroup, apply_masks, filter_masks, group_score
 from compress.prune.width_search import GroupCurve
 from compress.train import evaluate
 
 # --------------------------------------------------------------------------- importance
-COSTS = ("loss", "score")
+COSTS = PLAN_COSTS
 LOSS_IMAGES = 512  # training images the loss cost is measured on (never test images)
 
 

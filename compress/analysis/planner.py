@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from compress.analysis.goals import latency_value, speedup_value
 from compress.analysis.latency_table import SideBySide, build_table, layer_links, narrowed
-from compress.analysis.plan_costs import COSTS, curves_for, loss_costs, score_costs
+from compress.analysis.options import PlanRequest
+from compress.analysis.plan_costs import curves_for, loss_costs, score_costs
 from compress.console import out
 from compress.data import Dataset
-from compress.env import machine, resolve_device
+from compress.env import machine
 from compress.errors import CompressError
 from compress.io import atomic_write, check_writable
 from compress.models import ModelSpec
@@ -33,64 +33,9 @@ from compress.prune.channels import count_macs_params
 from compress.prune.criteria import get_criterion
 from compress.prune.masks import filter_groups
 from compress.prune.ratios import check_ratios, planned_sparsity
-from compress.prune.width_search import SEARCHES, Allocation, GroupCurve, narrowest, ratios_for, search_widths
-from compress.timing.registry import get_runtimes
-from compress.timing.runtimes import Context, Skipped
+from compress.prune.width_search import Allocation, GroupCurve, narrowest, ratios_for, search_widths
 
 PLAN_FILE, PLAN_JSON = "plan.yaml", "plan.json"
-
-
-@dataclass
-class PlanRequest:
-    """What the user asked for; `speedup` or `latency_ms` (one of them)."""
-
-    speedup: float | None = None
-    latency_ms: float | None = None
-    runtime: str = "ort-cpu"
-    batch: int = 64  # the batch size latency is measured at (not the training batch)
-    threads: int | None = None  # CPU threads of the runtime (None: torch's setting)
-    round_to: int = 16  # kept widths are multiples of this
-    criterion: str = "magnitude"  # which filters of a group go
-    cost: str = "loss"  # what cutting a group costs: loss increase on training images, or criterion scores
-    search: str = "greedy"
-    tolerance: float = 0.05  # a measured speed-up this close to the target (relative) is a hit
-    attempts: int = 4  # end-to-end measurements at most
-    device: str = "cpu"  # where torch runtimes run (ONNX Runtime CPU ignores it)
-    use_cache: bool = True
-    budget_s: float = 1.0  # timed seconds per model in the table; each verification gets twice that
-
-    def validate(self) -> None:
-        if (self.speedup is None) == (self.latency_ms is None):
-            raise CompressError("give one target: --speedup X or --latency-ms MS", "e.g. --speedup 2.5")
-        if self.speedup is not None:
-            speedup_value(str(self.speedup))
-        if self.latency_ms is not None:
-            latency_value(str(self.latency_ms))
-        if self.batch < 1:
-            raise CompressError(f"--latency-batch must be >= 1 (got {self.batch})", "e.g. --latency-batch 64")
-        if self.round_to < 1:
-            raise CompressError(f"--round-to must be >= 1 (got {self.round_to})", "e.g. --round-to 16")
-        if not 0 < self.tolerance < 0.5:
-            raise CompressError(f"--speedup-tolerance {self.tolerance} is outside (0, 0.5)", "e.g. --speedup-tolerance 0.05")
-        get_criterion(self.criterion)  # an unknown name is an error here, before any work
-        if self.cost not in COSTS:
-            raise CompressError(f"unknown cost {self.cost!r}", f"choose one of: {', '.join(COSTS)}")
-        if self.search not in SEARCHES:
-            raise CompressError(f"unknown search {self.search!r}", f"choose one of: {', '.join(SEARCHES)}")
-
-        runtime = get_runtimes([self.runtime])[0]
-        try:  # before any baseline is trained: a runtime that cannot run here is a plain error
-            runtime.check(Context(device=resolve_device(self.device), threads=1, workdir=Path(".")))
-            why = runtime.skip_batch(self.batch)
-        except Skipped as e:
-            why = str(e)
-        if why:
-            raise CompressError(f"runtime {self.runtime} cannot run here: {why}",
-                                "choose a runtime this machine has (ort-cpu and torch run on any CPU)")
-
-    def describe(self) -> str:
-        goal = f"{self.speedup:g}x faster than dense" if self.speedup else f"{self.latency_ms:g} ms per batch"
-        return f"{goal} on {self.runtime}, batch {self.batch}"
 
 
 @dataclass

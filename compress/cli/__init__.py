@@ -26,7 +26,6 @@ WORKFLOW = ("models", "layers", "import", "train",          # the model
             "unstructured", "filter", "nm", "all",          # prune it
             "slim", "export", "quantize", "bench",          # deploy it
             "sparsity", "compare", "report")                # inspect what came out
-TORCHRUN = ("train", "unstructured", "filter", "nm", "all", "sweep", "sensitivity")  # data_parallel() callers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prune CNNs, physically remove what was pruned, export slim ONNX models and measure them.",
         epilog="Commands are listed in the order of a workflow: know the model, train or import it, analyse, "
                "prune, deploy, inspect. Under torchrun (`torchrun --nproc_per_node N -m compress ...`): "
-               f"{', '.join(TORCHRUN)}. Run `compress COMMAND --help` for a command's options.",
+               f"{', '.join(DATA_PARALLEL)}. Run `compress COMMAND --help` for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"compress {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")

@@ -11,29 +11,10 @@ from pathlib import Path
 
 from compress.errors import CompressError
 from compress.kinds import STAGES
+from compress.options import add_options, from_args, positive_int
 
 
 # --------------------------------------------------------------------------- shared options
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (got {v})")
-    return v
-
-
-def ratio(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"a sparsity ratio must be in [0, 1) (got {v}); e.g. 0.8 for 80%")
-    return v
-
-
 def val_split_value(text: str) -> float | None:
     from compress.data import parse_val_split
 
@@ -90,8 +71,8 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int | None, lr: float | N
     g.add_argument("--seed", type=int, default=0, help="seed for init, shuffling and augmentation (default 0)")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
                    help="auto (default): bf16 autocast + channels_last on CUDA and on CPUs with bf16 units "
-                        "(AVX-512-BF16, AMX: 1.7x faster training measured, accuracy not worse), fp32 on other CPUs "
-                        "(which emulate bf16); bf16 or fp32: everywhere. Each epoch records the one used")
+                        "(AVX-512-BF16, AMX), fp32 on other CPUs (which emulate bf16); bf16 or fp32: everywhere. Each "
+                        "epoch records the one used. What it buys: docs/results/recipe.md")
     g.add_argument("--sync-bn", action="store_true",
                    help="under torchrun: BatchNorm statistics over the global batch, not each process's share "
                         "(for small per-process batches)")
@@ -246,13 +227,12 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--distill", action=argparse.BooleanOptionalAction, default=None,
                    help="loss = (1 - alpha)·cross-entropy + alpha·T²·KL(teacher ‖ student) at temperature T, the "
                         "teacher (default: the dense model being pruned) in eval mode on the same augmented "
-                        "batches; its time per epoch is printed and recorded (default: off; "
-                        "`python -m compress.bench.results --only distill` measures what it buys)")
+                        "batches; its time per epoch is printed and recorded (default: off; what it buys: "
+                        "docs/results/distill.md)")
     g.add_argument("--teacher", type=Path, default=None, metavar="CHECKPOINT",
                    help="distil from this checkpoint of ours (dense, pruned or slim, e.g. a wider or longer-trained "
-                        "network) instead of the dense model; implies --distill. A better teacher is what helped: "
-                        "+1.9 validation points at filter 70%% on VGG13 (the dense model as teacher: +1.1, not "
-                        "significant)")
+                        "network) instead of the dense model; implies --distill. What each teacher buys: "
+                        "docs/results/distill.md")
     g.add_argument("--distill-alpha", type=float, default=None, metavar="A",
                    help=f"weight of the teacher's term, in [0, 1] (default {d.alpha:g}); implies --distill")
     g.add_argument("--distill-temperature", type=float, default=None, metavar="T",
@@ -311,12 +291,6 @@ class Renamed(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def add_quantize_args(p) -> None:
-    p.add_argument("--max-drop", type=float, default=1.0, metavar="POINTS",
-                   help="an INT8 model losing more top-1 than this vs its fp32 model fails the quantize stage "
-                        "(no INT8 file for it; default 1.0)")
-
-
 def _arg_type(check):
     """An argparse type from a checker that raises CompressError (one message for CLI and API)."""
     def parse(text: str):
@@ -328,47 +302,25 @@ def _arg_type(check):
     return parse
 
 
-def add_plan_args(p, round_to_default: int | None = 16) -> None:
-    """The latency target of `compress plan` and `compress filter --speedup`."""
-    from compress.analysis.goals import latency_value, speedup_value
+def add_plan_args(p, round_to: bool = True) -> None:
+    """The latency target of `compress plan` and `compress filter --speedup`, from PlanRequest's
+    fields (filter has its own --round-to, which a plan rounds to 16 when it is 0)."""
+    from compress.analysis.options import PlanRequest
 
-    t = p.add_mutually_exclusive_group()
-    t.add_argument("--speedup", type=_arg_type(speedup_value), default=None, metavar="X",
-                   help="prune to X times the dense model's speed, measured on --runtime at --latency-batch "
-                        "(per-layer widths chosen from a measured latency table, then verified)")
-    t.add_argument("--latency-ms", type=_arg_type(latency_value), default=None, metavar="MS",
-                   help="prune until one batch of --latency-batch images takes at most MS milliseconds on "
-                        "--runtime (within --speedup-tolerance: measured times move by a few %% between runs)")
-    p.add_argument("--runtime", default="ort-cpu",
-                   help="where latency is measured: ort-cpu (default), torch (CPU or --device), torch-bf16 (CUDA), ...")
-    p.add_argument("--latency-batch", type=positive_int, default=64, metavar="N",
-                   help="batch size the latency is measured at (not the training batch; default 64)")
-    p.add_argument("--at-batch", type=positive_int, dest="latency_batch", action=Renamed, new="--latency-batch")
-    p.add_argument("--threads", type=positive_int, default=None, metavar="N", help="CPU threads of the runtime (default: torch's)")
-    if round_to_default is not None:
-        p.add_argument("--round-to", type=positive_int, default=round_to_default, metavar="M",
-                       help=f"kept widths are multiples of M (default {round_to_default})")
-    p.add_argument("--speedup-tolerance", type=float, default=0.05, metavar="FRACTION",
-                   help="a measured speed-up within this fraction of the target (or a time within this "
-                        "fraction above --latency-ms) is a hit (default 0.05)")
-    p.add_argument("--tolerance", type=float, dest="speedup_tolerance", action=Renamed, new="--speedup-tolerance")
-    p.add_argument("--cost", choices=("loss", "score"), default="loss",
-                   help="what cutting a layer costs: loss (default: the training loss increase when that layer alone "
-                        "is cut, on 512 training images) or score (the --criterion scores of the filters cut)")
-    p.add_argument("--search", choices=("greedy", "exact"), default="greedy",
-                   help="greedy (default: NetAdapt's rule, narrow the layer that costs least per ms saved, on the "
-                        "fitted latency model) or exact (a knapsack over single-layer savings, re-aimed)")
+    add_options(p.add_mutually_exclusive_group(), PlanRequest, "speedup", "latency_ms")
+    add_options(p, PlanRequest, "runtime", "batch", "threads", *(("round_to",) if round_to else ()), "tolerance",
+                "cost", "search")
+    p.add_argument("--at-batch", type=positive_int, dest="batch", action=Renamed, new="--latency-batch")
+    p.add_argument("--tolerance", type=float, dest="tolerance", action=Renamed, new="--speedup-tolerance")
 
 
 def plan_request(args, round_to: int):
     """A PlanRequest from `add_plan_args` options, or None when no target was given."""
-    from compress.analysis.planner import PlanRequest
+    from compress.analysis.options import PlanRequest
 
     if args.speedup is None and args.latency_ms is None:
         return None
-    return PlanRequest(speedup=args.speedup, latency_ms=args.latency_ms, runtime=args.runtime, batch=args.latency_batch,
-                       threads=args.threads, round_to=round_to, criterion=args.criterion, cost=args.cost, search=args.search,
-                       tolerance=args.speedup_tolerance, device=args.device)
+    return from_args(PlanRequest, args, round_to=round_to, criterion=args.criterion, device=args.device)
 
 
 def train_config(args, base=None):

@@ -7,10 +7,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from compress.cli.args import add_data_args, checkpoint_data, positive_int
+from compress.cli.args import add_data_args, checkpoint_data
 from compress.cli.base import Command, command
 from compress.console import err, notice, out
 from compress.errors import CompressError
+from compress.options import non_negative_int, positive_int
 
 
 @command
@@ -79,10 +80,6 @@ def name_list(text: str) -> tuple[str, ...]:
     if not names:
         raise argparse.ArgumentTypeError(f"no runtime named; choose from {BENCH_RUNTIMES}")
     return names
-
-
-def non_negative_int(text: str) -> int:
-    return 0 if text.strip() == "0" else positive_int(text)
 
 
 @command

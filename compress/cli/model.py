@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.cli.args import add_data_args, add_model_args, load_data, model_source, positive_int, ratio
+from compress.cli.args import add_data_args, add_model_args, load_data, model_source
 from compress.cli.base import Command, command
 from compress.console import notice, out
 from compress.errors import CompressError
 from compress.kinds import Kind
+from compress.options import positive_int, sparsity
 
 
 def _spec(args, num_classes: int, image_size: int):
@@ -30,7 +31,7 @@ class Layers(Command):
         p.add_argument("--image-size", type=positive_int, default=32, help="input size in px (default 32)")
         p.add_argument("--kind", choices=("unstructured", "filter"), default="filter",
                        help="which pruning the template is for (default filter)")
-        p.add_argument("--template", type=ratio, default=None, metavar="RATIO",
+        p.add_argument("--template", type=sparsity, default=None, metavar="RATIO",
                        help="write a ratio file with every prunable layer at RATIO (or --allocation global)")
         p.add_argument("--allocation", choices=("uniform", "global"), default="uniform",
                        help="template ratios: uniform (default), or one magnitude ranking over all layers (needs --checkpoint)")

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress import kinds
 from compress.cli.args import add_data_args, add_plan_args, checkpoint_data, plan_request
 from compress.cli.base import Command, command
 from compress.console import out
 from compress.errors import CompressError
+from compress.options import add_options
+from compress.pipeline.options import PruneOptions
 
 
 def attempts_table(plan):
@@ -33,8 +34,7 @@ class PlanCommand(Command):
         p.add_argument("model", type=Path, metavar="DENSE.pt",
                        help="trained dense model of ours (compress train, RUN/dense.pt, or `compress import` of yours)")
         add_plan_args(p)
-        p.add_argument("--criterion", choices=kinds.CRITERIA, default=kinds.CRITERION,
-                       help="which filters matter least (default magnitude: filter L2 norm)")
+        add_options(p, PruneOptions, "criterion")
         p.add_argument("--no-cache", action="store_true", help="measure the latency table again even if cached")
         p.add_argument("--out", type=Path, default=None, metavar="DIR",
                        help="where plan.yaml and plan.json go (default plans/LABEL_Xx_RUNTIME_bN)")

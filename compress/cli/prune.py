@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from compress import kinds
 from compress.cli.args import (
     STAGE_NAMES,
     Deprecated,
@@ -17,7 +16,6 @@ from compress.cli.args import (
     add_distill_args,
     add_model_args,
     add_plan_args,
-    add_quantize_args,
     add_seeds_args,
     add_train_args,
     checkpoint_data,
@@ -26,14 +24,13 @@ from compress.cli.args import (
     load_data,
     model_source,
     plan_request,
-    positive_int,
-    ratio,
     train_config,
 )
 from compress.cli.base import Command, command
 from compress.console import out
-from compress.errors import CompressError
 from compress.kinds import Kind
+from compress.options import add_options, from_args, non_negative_int, positive_int
+from compress.pipeline.options import PruneOptions, SuiteOptions
 
 
 class _Prune(Command):
@@ -43,37 +40,24 @@ class _Prune(Command):
 
     def add_arguments(self, p):
         g = p.add_argument_group("what to prune")
-        if self.kind != Kind.NM:
-            g.add_argument("--ratio", type=ratio, default=None,
-                           help="overall target sparsity, e.g. 0.8 (unstructured) or 0.4 (filter)")
-            g.add_argument("--config", type=Path, default=None, metavar="YAML",
-                           help="layer ratios file (prune_ratios: {param name: ratio}); see configs/")
-            g.add_argument("--allocation", choices=("auto", "uniform", "global"), default="auto",
-                           help="layer ratios without --config: auto (a shipped ratio file for this model and "
-                                "ratio when there is one, else uniform; default), uniform, or global ranking")
-        if self.kind == Kind.FILTER:
-            g.add_argument("--round-to", type=int, default=0, metavar="M",
-                           help="keep a multiple of M filters per layer (8, 16: faster kernels); overall "
-                                "sparsity stays >= --ratio (with --speedup: default 16)")
         if self.kind == Kind.NM:
-            g.add_argument("--nm", default="2:4", help="N:M pattern: keep N of every M input channels (default 2:4)")
-        add_criterion_arg(g)
+            add_options(g, PruneOptions, "nm")
+        else:
+            add_options(g, PruneOptions, "ratio", "config", "allocation")
+        if self.kind == Kind.FILTER:
+            add_options(g, PruneOptions, "round_to")
+        add_options(g, PruneOptions, "criterion")
         s = p.add_argument_group("schedule")
-        m = s.add_mutually_exclusive_group()
-        m.add_argument("--omp", action="store_true", help="one-shot: prune once, then retrain (default)")
-        m.add_argument("--imp", type=positive_int, metavar="K", help="iterative: K prune/retrain rounds (K >= 3 advised)")
-        add_round_args(s, schedule=self.kind != Kind.NM)  # N:M has one sparsity: no round targets to schedule
+        add_method_args(s)
+        # N:M has one sparsity: no round targets to schedule
+        add_options(s, PruneOptions, *(("schedule",) if self.kind != Kind.NM else ()), "rewind")
         if self.kind == Kind.FILTER:
             add_plan_args(p.add_argument_group("prune to a measured speed-up (instead of --ratio/--config)"),
-                          round_to_default=None)
+                          round_to=False)
         d = p.add_argument_group("dense model")
-        add_model_args(d, weights=True)
-        d.add_argument("--checkpoint", "--weights", type=Path, default=None, metavar="WEIGHTS",
-                       help="dense model to prune: a checkpoint of this toolchain, or your own weights with --model "
-                            "(state dict .pt/.pth/.bin, a training script's nested dict, .safetensors) "
-                            "(default: train one, cached and reused)")
+        add_dense_args(d)
         d.add_argument("--dense-epochs", type=positive_int, default=None,
-                       help="epochs for a baseline trained here (default from presets)")
+                       help="epochs for a baseline trained here (default: the model's recipe, compress/presets.py)")
         add_data_args(p)
         add_train_args(p, epochs=None, lr=None, title=RETRAINING)
         add_distill_args(p)
@@ -88,11 +72,11 @@ class _Prune(Command):
             else:
                 o.add_argument("--no-slim", action=Deprecated, why=f"{self.kind} pruning removes no channels: "
                                                                     "there is no slim stage")
-        add_quantize_args(o)
+        add_options(o, PruneOptions, "max_drop")
         add_seeds_args(p)
 
     def run(self, args) -> int:
-        from compress.pipeline.run import PruneOptions, run_prune
+        from compress.pipeline.run import run_prune
         from compress.presets import dense_config, retrain_config
         from compress.report.tables import artifacts_table, prune_summary
 
@@ -104,16 +88,12 @@ class _Prune(Command):
             dense = type(dense)(**{**dense.to_dict(), "epochs": args.dense_epochs, "seed": args.seed})
         else:
             dense = type(dense)(**{**dense.to_dict(), "seed": args.seed})
-        opts = PruneOptions(
-            kind=self.kind, ratio=getattr(args, "ratio", None), config=getattr(args, "config", None),
-            allocation=getattr(args, "allocation", "auto"), round_to=getattr(args, "round_to", 0),
-            method="imp" if args.imp else "omp", rounds=args.imp or 1, schedule=getattr(args, "schedule", "geometric"),
-            rewind=args.rewind, criterion=args.criterion, nm=parse_nm(getattr(args, "nm", "2:4")),
+        opts = from_args(
+            PruneOptions, args, kind=self.kind, method="imp" if args.imp else "omp", rounds=args.imp or 1,
             model=source, model_args=model_args, width=args.width, checkpoint=args.checkpoint,
-            trust_pickle=args.trust_pickle, dense=dense, retrain=retrain, out=args.out, resume=args.resume, force=args.force,
-            stages=tuple(s for s in STAGE_NAMES if not getattr(args, f"no_{s}", False)), max_drop=args.max_drop,
-            command=args.argv, val_split=args.val_split, val_data=args.val_data, sync_bn=args.sync_bn,
-            distill=distill_config(args),
+            trust_pickle=args.trust_pickle, dense=dense, retrain=retrain, out=args.out, resume=args.resume,
+            force=args.force, stages=stages_kept(args), command=args.argv, val_split=args.val_split,
+            val_data=args.val_data, sync_bn=args.sync_bn, distill=distill_config(args),
             plan=plan_request(args, args.round_to or 16) if self.kind == Kind.FILTER else None)
         opts.check()  # before the data loads
         data = load_data(args, device)
@@ -200,14 +180,6 @@ def print_comparisons(manifests: dict[str, dict]) -> None:
         out.print(sentence(r), soft_wrap=True)
 
 
-def parse_nm(text: str) -> tuple[int, int]:
-    try:
-        n, m = (int(v) for v in text.split(":"))
-    except ValueError:
-        raise CompressError(f"--nm {text!r} is not N:M", "e.g. --nm 2:4") from None
-    return n, m
-
-
 @command
 class Unstructured(_Prune):
     name = kind = "unstructured"
@@ -230,19 +202,25 @@ RETRAINING = ("retraining (--epochs is the total over all rounds: --imp 3 --epoc
               "round; default: the recipe's)")
 
 
-def add_criterion_arg(p) -> None:
-    p.add_argument("--criterion", choices=kinds.CRITERIA, default=kinds.CRITERION,
-                   help=f"importance score (default {kinds.CRITERION}: |w|, or filter L2 norm)")
+def add_method_args(p) -> None:
+    """OMP or IMP: PruneOptions' method and rounds, as one choice."""
+    m = p.add_mutually_exclusive_group()
+    m.add_argument("--omp", action="store_true", help="one-shot: prune once, then retrain (default)")
+    m.add_argument("--imp", type=positive_int, metavar="K", help="iterative: K prune/retrain rounds (K >= 3 advised)")
 
 
-def add_round_args(p, schedule: bool) -> None:
-    """How IMP's rounds are set: their targets (--schedule) and what is rewound between them."""
-    if schedule:
-        p.add_argument("--schedule", default=kinds.SCHEDULE,
-                       help="IMP round targets: geometric (1-(1-s)^(k/K); default), linear, or a list like 0.5,0.7,0.8")
-    p.add_argument("--rewind", choices=kinds.REWINDS, default=kinds.REWIND,
-                   help="retraining each round: finetune (small constant lr), lr (rewind the lr schedule; "
-                        "default), weights (lottery ticket: rewind weights to an early dense epoch)")
+def add_dense_args(p) -> None:
+    """The dense model a run starts from: a model source and, optionally, its weights."""
+    add_model_args(p, weights=True)
+    p.add_argument("--checkpoint", "--weights", type=Path, default=None, metavar="WEIGHTS",
+                   help="dense model to prune: a checkpoint of this toolchain, or your own weights with --model "
+                        "(state dict .pt/.pth/.bin, a training script's nested dict, .safetensors) "
+                        "(default: train one, cached and reused)")
+
+
+def stages_kept(args) -> tuple[str, ...]:
+    """The deployment stages not switched off by --no-STAGE."""
+    return tuple(s for s in STAGE_NAMES if not getattr(args, f"no_{s}", False))
 
 
 @command
@@ -253,7 +231,7 @@ class Slim(Command):
     def add_arguments(self, p):
         p.add_argument("model", type=Path, help="filter-pruned model (e.g. Imp_filter_0.40_acc_70.12.pt)")
         p.add_argument("--out", type=Path, default=None, help="slim model path (default: MODEL_slim.pt beside it)")
-        p.add_argument("--round-to", type=int, default=0, metavar="M",
+        p.add_argument("--round-to", type=non_negative_int, default=0, metavar="M",
                        help="also remove the weakest live filters so every layer keeps a multiple of M "
                             "(faster kernels; accuracy can change and is re-measured; default 0: only dead filters)")
         p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -276,35 +254,25 @@ class All(Command):
     help = "the assignment's full set: dense, OMP/IMP x unstructured/filter, slim, ONNX, benchmark, report"
 
     def add_arguments(self, p):
-        add_model_args(p, weights=True)
-        p.add_argument("--checkpoint", "--weights", type=Path, default=None, metavar="WEIGHTS",
-                       help="dense model: a checkpoint of ours, or your own weights with --model "
-                            "(default: train one, cached and reused)")
-        p.add_argument("--dense-epochs", type=positive_int, default=None, help="epochs of a baseline trained here")
-        p.add_argument("--unstructured-ratio", type=ratio, default=0.8, help="default 0.8")
-        p.add_argument("--filter-ratio", type=ratio, default=0.4, help="default 0.4")
-        p.add_argument("--imp", type=positive_int, default=3, metavar="K", help="IMP rounds (default 3)")
-        p.add_argument("--allocation", choices=("auto", "uniform", "global"), default="auto",
-                       help="layer ratios: auto (shipped ratio files when they exist), uniform or global (default "
-                            "auto). Ratio files of your own: run `compress unstructured/filter --config` (the "
-                            "suite's four runs are those commands; one file per kind would not fit one --config)")
-        p.add_argument("--round-to", type=int, default=0, metavar="M",
-                       help="the filter runs keep a multiple of M filters per layer (default 0: any width)")
-        add_criterion_arg(p)
-        add_round_args(p, schedule=True)
+        add_dense_args(p)
+        p.add_argument("--dense-epochs", type=positive_int, default=None,
+                       help="epochs for a baseline trained here (default: the model's recipe, compress/presets.py)")
+        add_options(p, SuiteOptions)
+        # --config is per run: ratio files of your own go to `compress unstructured/filter --config`
+        add_options(p, PruneOptions, "allocation", "round_to", "criterion", "schedule", "rewind")
         add_data_args(p)
         add_train_args(p, epochs=None, lr=None, title=RETRAINING)
         add_distill_args(p)
-        p.add_argument("--out", type=Path, default=None, help="suite folder (default runs/MODEL_all)")
+        p.add_argument("--out", type=Path, default=None, metavar="DIR", help="suite folder (default runs/MODEL_all)")
         p.add_argument("--resume", action="store_true", help="continue an interrupted suite")
         p.add_argument("--force", action="store_true", help="replace an existing suite folder")
         for stage in STAGE_NAMES:
             p.add_argument(f"--no-{stage}", action="store_true", help=f"skip the {stage} stage")
-        add_quantize_args(p)
+        add_options(p, PruneOptions, "max_drop")
         add_seeds_args(p)
 
     @staticmethod
-    def run_seeds(args, base, data, device, root: Path) -> int:
+    def run_seeds(args, base, suite, data, device, root: Path) -> int:
         """The suite once per --seeds seed, then the summary over seeds."""
         import dataclasses
 
@@ -319,8 +287,7 @@ class All(Command):
                 return done
             one = for_seed(base, seed, args.seeds[0], args.seed_dense, None)
             one = dataclasses.replace(one, resume=args.resume and folder.exists(), force=False)
-            manifest = run_all(one, {"unstructured": args.unstructured_ratio, "filter": args.filter_ratio}, data,
-                               device, folder, rounds=args.imp)
+            manifest = run_all(one, suite.ratios, data, device, folder, rounds=suite.imp)
             out.print(suite_summary(manifest, folder))
             return load_seed_manifests(folder)
 
@@ -331,7 +298,7 @@ class All(Command):
 
     def run(self, args) -> int:
         from compress.models import ModelSpec
-        from compress.pipeline.run import PruneOptions, run_all
+        from compress.pipeline.run import run_all
         from compress.presets import dense_config, retrain_config
         from compress.report.tables import suite_summary
 
@@ -340,21 +307,18 @@ class All(Command):
         dense = dense_config(source)
         dense = type(dense)(**{**dense.to_dict(), "seed": args.seed,
                                **({"epochs": args.dense_epochs} if args.dense_epochs else {})})
-        base = PruneOptions(kind="", allocation=args.allocation, round_to=args.round_to, criterion=args.criterion,
-                            rewind=args.rewind, schedule=args.schedule, model=source, model_args=model_args, width=args.width,
-                            checkpoint=args.checkpoint, trust_pickle=args.trust_pickle, dense=dense,
-                            retrain=train_config(args, retrain_config(source)),
-                            resume=args.resume, force=args.force, command=args.argv, val_split=args.val_split,
-                            val_data=args.val_data,
-                            stages=tuple(s for s in STAGE_NAMES if not getattr(args, f"no_{s}", False)),
-                            max_drop=args.max_drop, sync_bn=args.sync_bn, distill=distill_config(args))
+        base = from_args(PruneOptions, args, kind="", model=source, model_args=model_args, width=args.width,
+                         checkpoint=args.checkpoint, trust_pickle=args.trust_pickle, dense=dense,
+                         retrain=train_config(args, retrain_config(source)), resume=args.resume, force=args.force,
+                         command=args.argv, val_split=args.val_split, val_data=args.val_data, stages=stages_kept(args),
+                         sync_bn=args.sync_bn, distill=distill_config(args))
+        suite = from_args(SuiteOptions, args)
         data = load_data(args, device)
         suite_dir = args.out or Path("runs") / f"{ModelSpec(source or 'vgg13').label}_all"
         if args.seeds:
-            return self.run_seeds(args, base, data, device, suite_dir.with_name(suite_dir.name + "_seeds")
+            return self.run_seeds(args, base, suite, data, device, suite_dir.with_name(suite_dir.name + "_seeds")
                                   if args.out is None else suite_dir)
-        manifest = run_all(base, {"unstructured": args.unstructured_ratio, "filter": args.filter_ratio}, data, device,
-                           suite_dir, rounds=args.imp)
+        manifest = run_all(base, suite.ratios, data, device, suite_dir, rounds=suite.imp)
         if not world.main:
             return 0
         out.print(suite_summary(manifest, suite_dir))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -14,63 +13,17 @@ from compress.checkpoint import build_spec, check_fits_data, load_dense, save_ch
 from compress.console import notice, out
 from compress.data import Dataset
 from compress.errors import CompressError
-from compress.kinds import CRITERION, REWIND, SCHEDULE, STAGES, Kind
+from compress.kinds import Kind
 from compress.models import ModelSpec
 from compress.models.sources import allow_code, canonical, code_trusted
+from compress.pipeline.options import DEFAULT_MODEL, PruneOptions
 from compress.pipeline.stages import bench_stage, link_or_copy, record_stage, report_stage, run_stages
-from compress.presets import dense_config, retrain_config, shipped_config
+from compress.presets import shipped_config
 from compress.prune.ratios import allocate, planned_sparsity, read_ratio_file, round_to_multiple
 from compress.prune.rebuild import model_from_checkpoint
 from compress.prune.schedule import PruneJob, Run, prune, teacher_checkpoint
 from compress.report.runs import failed_stages
-from compress.train import Distill, TrainConfig, evaluate
-
-# quantize runs by default: INT8 is where CPU inference speed is (measured in the README), and it
-# costs seconds (calibration on 512 training images, two passes over the test split per model)
-
-
-DEFAULT_MODEL = "vgg13"
-
-
-@dataclass
-class PruneOptions:
-    kind: str
-    ratio: float | None = None
-    config: Path | None = None
-    allocation: str = "auto"
-    round_to: int = 0
-    method: str = "omp"
-    rounds: int = 1
-    schedule: str = SCHEDULE
-    rewind: str = REWIND
-    criterion: str = CRITERION
-    nm: tuple[int, int] = (2, 4)
-    model: str | None = None  # model source; None: the checkpoint's own, else vgg13
-    model_args: dict = field(default_factory=dict)
-    width: float = 1.0
-    checkpoint: Path | None = None
-    trust_pickle: bool = False
-    dense: TrainConfig = field(default_factory=lambda: dense_config(DEFAULT_MODEL))  # the recipes of presets.py
-    retrain: TrainConfig = field(default_factory=lambda: retrain_config(DEFAULT_MODEL))
-    out: Path | None = None
-    resume: bool = False
-    force: bool = False
-    stages: tuple[str, ...] = STAGES
-    max_drop: float = 1.0  # INT8 top-1 drop (points) that fails the quantize stage
-    sync_bn: bool = False  # under torchrun: BatchNorm over the global batch
-    val_split: float | None = None  # --val-split for a model trained here (None: auto); a checkpoint keeps its own
-    val_data: str | None = None  # --val-data: a separate dataset as the validation split (imported weights)
-    plan: object | None = None  # a planner.PlanRequest: ratios chosen for a measured speed-up (filter only)
-    distill: Distill | None = None  # retraining distils from a teacher (None: cross-entropy only)
-    show: bool = True
-    command: list[str] = field(default_factory=list)
-
-    def check(self) -> None:
-        """Options that contradict each other: an error before any data loads or model trains."""
-        if self.plan is not None and (self.ratio is not None or self.config is not None):
-            raise CompressError("--speedup/--latency-ms choose the layer ratios themselves",
-                                "drop --ratio/--config, or drop --speedup/--latency-ms")
-
+from compress.train import evaluate
 
 
 def requested_spec(opts: PruneOptions, data: Dataset) -> ModelSpec | None:

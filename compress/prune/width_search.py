@@ -20,7 +20,9 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-SEARCHES = ("exact", "greedy")
+from compress.kinds import PLAN_SEARCHES
+
+SEARCHES = PLAN_SEARCHES
 Saving = Callable[[dict[str, int]], float]  # widths by group -> latency saved (ms)
 
 
