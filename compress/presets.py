@@ -1,5 +1,5 @@
 """The recipes the commands start from: dense training is `TrainConfig`'s defaults (the one block
-of numbers, in compress/train.py); masked retraining changes two of them, for the reasons below.
+of numbers, in compress/train_config.py); masked retraining changes two of them, for the reasons below.
 Also the shipped ratio files (`configs/`).
 """
 from __future__ import annotations
@@ -8,7 +8,7 @@ import importlib.resources
 from dataclasses import replace
 from pathlib import Path
 
-from compress.train import TrainConfig
+from compress.train_config import TrainConfig
 
 # Dense baseline: TrainConfig's own defaults (compress/train.py), each with its reason there.
 DENSE = TrainConfig()

@@ -53,22 +53,22 @@ def add_data_args(p: argparse.ArgumentParser, only: tuple[str, ...] | None = Non
     add("--workers", type=positive_int, default=None, metavar="N",
                    help="DataLoader processes per training process for a streamed folder (default: the CPUs "
                         "shared among torchrun's processes on this node, at most 8)")
-    add("--device", default="auto",
+    add("--device", default="auto", metavar="DEVICE",
                    help=helps.get("device", "auto | cpu | cuda[:N] (default: cuda when available)"))
 
 
 def add_train_args(p: argparse.ArgumentParser, epochs: int | None, lr: float | None,
                    title: str = "training") -> None:
     g = p.add_argument_group(title)
-    g.add_argument("--epochs", type=positive_int, default=epochs,
-                   help="epochs of the training set (default: the recipe's, see TrainConfig in compress/train.py and compress/presets.py)")
-    g.add_argument("--lr", type=float, default=lr,
+    g.add_argument("--epochs", type=positive_int, default=epochs, metavar="N",
+                   help="epochs of the training set (default: the recipe's, see TrainConfig in compress/train_config.py and compress/presets.py)")
+    g.add_argument("--lr", type=float, default=lr, metavar="LR",
                    help="peak learning rate per 128 images of the global batch, scaled with --batch-size "
                         "(default: the recipe's); the same value on 1 or N processes")
-    g.add_argument("--batch-size", type=positive_int, default=None,
+    g.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help="images per step (default: the recipe's); under torchrun the global batch over all "
                         "processes, each taking an equal share of it (it must divide evenly)")
-    g.add_argument("--seed", type=int, default=0, help="seed for init, shuffling and augmentation (default 0)")
+    g.add_argument("--seed", type=int, default=0, metavar="N", help="seed for init, shuffling and augmentation (default 0)")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
                    help="auto (default): bf16 autocast + channels_last on CUDA and on CPUs with bf16 units "
                         "(AVX-512-BF16, AMX), fp32 on other CPUs (which emulate bf16); bf16 or fp32: everywhere. Each "
@@ -110,7 +110,7 @@ def add_model_args(p: argparse.ArgumentParser, weights: bool = False, normalisat
                         "(default: the checkpoint's own model, else vgg13)")
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="keyword argument for the model's builder, a YAML scalar (repeatable)")
-    p.add_argument("--width", type=float, default=1.0,
+    p.add_argument("--width", type=float, default=1.0, metavar="W",
                    help="channel width multiplier of registered models (default 1.0; tests use 0.125)")
     if normalisation:  # not for commands that read no images (layers)
         p.add_argument("--mean", type=floats, default=None, metavar="R,G,B",
@@ -219,8 +219,8 @@ STAGE_NAMES = STAGES  # the pipeline's stages (compress.kinds)
 
 
 def add_distill_args(p: argparse.ArgumentParser) -> None:
-    """Knowledge distillation during retraining (compress.train.Distill)."""
-    from compress.train import Distill
+    """Knowledge distillation during retraining (compress.train_config.Distill)."""
+    from compress.train_config import Distill
 
     d = Distill()
     g = p.add_argument_group("distillation (retraining learns from a teacher's logits as well as the labels)")
@@ -241,7 +241,7 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
 
 def distill_config(args):
     """The Distill settings the options ask for, or None (cross-entropy only)."""
-    from compress.train import Distill
+    from compress.train_config import Distill
 
     implied = args.teacher is not None or args.distill_alpha is not None or args.distill_temperature is not None
     if args.distill is False:
@@ -324,7 +324,7 @@ def plan_request(args, round_to: int):
 
 
 def train_config(args, base=None):
-    from compress.train import TrainConfig
+    from compress.train_config import TrainConfig
 
     cfg = base or TrainConfig()
     changes = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size),

@@ -27,7 +27,7 @@ class Export(Command):
         p.add_argument("--out", type=Path, default=None, metavar="FILE",
                        help="FILE.onnx, or FILE.xml with --format openvino (default: the checkpoint's path with that "
                             "suffix); compact files go beside it")
-        p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18, the exporter's native one)")
+        p.add_argument("--opset", type=int, default=18, metavar="N", help="ONNX opset (default 18, the exporter's native one)")
         p.add_argument("--fp16", action="store_true",
                        help="fp16 weights and activations behind a float32 input/output (about half the file); with "
                             "--format openvino: fp16-compressed weights, computed in the CPU's own precision")
@@ -99,7 +99,7 @@ class Bench(Command):
                             "get a 'skipped: why' row; torch-compile runs on CPU only when named)")
         m.add_argument("--batch-sizes", type=batch_sizes, default=None, metavar="LIST",
                        help="comma-separated batch sizes (default 1,32,256; with --quick 1,64)")
-        m.add_argument("--device", default="auto",
+        m.add_argument("--device", default="auto", metavar="DEVICE",
                        help="where the torch runtimes run: auto | cpu | cuda[:N] (default: cuda when available)")
         t = p.add_argument_group("how long")
         t.add_argument("--warmup", type=non_negative_int, default=None, metavar="N",

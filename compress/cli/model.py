@@ -27,8 +27,8 @@ class Layers(Command):
         add_model_args(p, weights=True, normalisation=False)
         p.add_argument("--checkpoint", "--weights", type=Path, default=None, metavar="WEIGHTS",
                        help="weights (ours or yours) for --allocation global; also names the model if it is ours")
-        p.add_argument("--num-classes", type=positive_int, default=10, help="classes the model predicts (default 10)")
-        p.add_argument("--image-size", type=positive_int, default=32, help="input size in px (default 32)")
+        p.add_argument("--num-classes", type=positive_int, default=10, metavar="N", help="classes the model predicts (default 10)")
+        p.add_argument("--image-size", type=positive_int, default=32, metavar="N", help="input size in px (default 32)")
         p.add_argument("--kind", choices=("unstructured", "filter"), default="filter",
                        help="which pruning the template is for (default filter)")
         p.add_argument("--template", type=sparsity, default=None, metavar="RATIO",

@@ -56,7 +56,7 @@ class _Prune(Command):
                           round_to=False)
         d = p.add_argument_group("dense model")
         add_dense_args(d)
-        d.add_argument("--dense-epochs", type=positive_int, default=None,
+        d.add_argument("--dense-epochs", type=positive_int, default=None, metavar="N",
                        help="epochs for a baseline trained here (default: the model's recipe, compress/presets.py)")
         add_data_args(p)
         add_train_args(p, epochs=None, lr=None, title=RETRAINING)
@@ -230,7 +230,7 @@ class Slim(Command):
 
     def add_arguments(self, p):
         p.add_argument("model", type=Path, help="filter-pruned model (e.g. Imp_filter_0.40_acc_70.12.pt)")
-        p.add_argument("--out", type=Path, default=None, help="slim model path (default: MODEL_slim.pt beside it)")
+        p.add_argument("--out", type=Path, default=None, metavar="FILE", help="slim model path (default: MODEL_slim.pt beside it)")
         p.add_argument("--round-to", type=non_negative_int, default=0, metavar="M",
                        help="also remove the weakest live filters so every layer keeps a multiple of M "
                             "(faster kernels; accuracy can change and is re-measured; default 0: only dead filters)")
@@ -255,7 +255,7 @@ class All(Command):
 
     def add_arguments(self, p):
         add_dense_args(p)
-        p.add_argument("--dense-epochs", type=positive_int, default=None,
+        p.add_argument("--dense-epochs", type=positive_int, default=None, metavar="N",
                        help="epochs for a baseline trained here (default: the model's recipe, compress/presets.py)")
         add_options(p, SuiteOptions)
         # --config is per run: ratio files of your own go to `compress unstructured/filter --config`

@@ -29,12 +29,14 @@ def _option(action: argparse.Action) -> str:
     metavar = action.metavar or action.dest.upper()
     if isinstance(action.metavar, tuple):
         metavar = " ".join(action.metavar)
+    if action.choices is not None and action.metavar is None:  # the choices say what the value is
+        metavar = "{" + "|".join(map(str, action.choices)) + "}"
     names = [s for s in action.option_strings if not (isinstance(action, argparse.BooleanOptionalAction)
                                                       and s.startswith("--no-"))]
     shown = ", ".join(f"`{s} {metavar}`" if takes_value else f"`{s}`" for s in names)
     if isinstance(action, argparse.BooleanOptionalAction):
         shown += " / " + ", ".join(f"`{s}`" for s in action.option_strings if s.startswith("--no-"))
-    if action.choices is not None and takes_value:
+    if action.choices is not None and action.metavar is not None and takes_value:
         shown += " {" + ", ".join(map(str, action.choices)) + "}"
     return shown
 

@@ -51,7 +51,7 @@ class Train(Command):
         add_model_args(p)
         add_data_args(p)
         add_train_args(p, epochs=None, lr=None)
-        p.add_argument("--out", type=Path, default=None,
+        p.add_argument("--out", type=Path, default=None, metavar="FILE",
                        help="checkpoint path (default runs/dense/MODEL_dense_eEPOCHS_sSEED.pt)")
         p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
         p.add_argument("--resume", action="store_true",
@@ -96,7 +96,7 @@ class Sparsity(Command):
         p.add_argument("model", type=Path, help="any checkpoint of ours")
         p.add_argument("--kind", choices=("unstructured", "filter"), default=None,
                        help="definition to use (default: the kind the model was pruned with)")
-        p.add_argument("--json", type=Path, default=None, help="also write the report to this JSON file")
+        p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the report to this JSON file")
 
     def run(self, args) -> int:
         from compress.checkpoint import load_checkpoint

@@ -42,10 +42,10 @@ def _retrain_recipe():
 @dataclass
 class PruneOptions:
     kind: str
-    ratio: float | None = option(None, "--ratio", "overall target sparsity, e.g. 0.8 (unstructured) or 0.4 (filter)",
-                                 parse=sparsity, metavar="S", default_text="none: give it, --config or --speedup")
+    ratio: float | None = option(None, "--ratio", "overall target sparsity, e.g. 0.8 (unstructured) or 0.4 (filter); "
+                                 "this, --config or (filter) --speedup is required", parse=sparsity, metavar="S")
     config: Path | None = option(None, "--config", "layer ratios file (prune_ratios: {param name: ratio}); see "
-                                 "configs/", parse=Path, metavar="YAML", default_text="none")
+                                 "configs/", parse=Path, metavar="YAML")
     allocation: str = option("auto", "--allocation", "layer ratios without --config: auto (a shipped ratio file for "
                              "this model and ratio when there is one, else uniform), uniform (the same ratio for "
                              "every layer), or global (one ranking over all layers)", choices=("auto", *ALLOCATIONS))
