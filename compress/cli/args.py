@@ -25,10 +25,12 @@ def add_data_args(p: argparse.ArgumentParser, only: tuple[str, ...] | None = Non
     """The data options; `only` names the ones a command uses (by dest: an option that would do
     nothing is not offered); `helps` replaces an option's help by its dest (e.g. data=...) where
     a command uses it differently."""
+    g = p.add_argument_group("data and device")
+
     def add(*names, **kw):
         dest = kw.get("dest") or names[0].lstrip("-").replace("-", "_")
         if only is None or dest in only:
-            p.add_argument(*names, **kw)
+            g.add_argument(*names, **kw)
 
     data_help = ("CIFAR-10 folder (cifar-10-batches-py), 'sample' (bundled 4068/1017 images), 'cifar10' "
                  "(cache or download), 'imagefolder:PATH', or 'auto' (default: a checkpoint's own dataset, else the "
