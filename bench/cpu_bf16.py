@@ -21,15 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from compress.console import out
-from compress.env import machine
+from compress.env import cpu_flags, machine
 from compress.models import ModelSpec
 
 
 def _cpu_flags() -> list[str]:
-    try:
-        flags = set(open("/proc/cpuinfo").read().split())
-    except OSError:
-        return []
+    flags = cpu_flags()
     return [f for f in ("avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni") if f in flags]
 
 

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from compress.bench.sections import DENSE, SECTIONS, Section, Step, by_name
-from compress.env import cpu_name, versions
+from compress.env import cpu_flags, cpu_name, versions
 from compress.errors import CompressError
 from compress.export.tables import human_size
 from compress.io import atomic_write
@@ -43,13 +43,9 @@ TAIL = 12
 VERSIONS = ("python", "torch", "torch_pruning", "onnxruntime", "openvino")
 
 
-def cpu_flags() -> list[str]:
+def speed_flags() -> list[str]:
     """The flags of this CPU that decide its inference speed (INT8: VNNI, AMX; bf16 units)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    flags = cpu_flags()
     return [f for f in FLAGS if f in flags]
 
 
@@ -121,7 +117,7 @@ def excerpt(text: str, show: str) -> str:
 def header(section: Section, seconds: float, quick: bool) -> str:
     """The section's first lines: a comment the index reads, then command, date, machine, versions."""
     v = versions()
-    meta = {"date": datetime.date.today().isoformat(), "cpu": cpu_name(), "flags": cpu_flags(),
+    meta = {"date": datetime.date.today().isoformat(), "cpu": cpu_name(), "flags": speed_flags(),
             "cores": os.cpu_count(), "seconds": round(seconds), "quick": quick}
     again = f"python -m compress.bench.results --only {section.name}" + (" --quick" if quick else "")
     return (f"<!-- generated: {json.dumps(meta)} -->\n# {section.title}\n\n"

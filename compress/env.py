@@ -63,20 +63,26 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's instruction-set flags as /proc/cpuinfo lists them ('flags' on x86, 'Features' on
+    Arm); empty where there is no /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 
 
 def cpu_int8_flags() -> list[str]:
     """CPU instructions that make INT8 inference fast (VNNI, AMX; dot-product on Arm). ONNX
     Runtime's documentation warns that INT8 may be no faster without them."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set()
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    flags.update(line.split(":", 1)[1].split())
-    except OSError:
-        return []
+    flags = cpu_flags()
     return [f for f in INT8_FLAGS if f in flags]
 
 
@@ -89,14 +95,7 @@ def cpu_has_bf16() -> bool:
     depend on the CI machine's CPU)."""
     if os.environ.get("COMPRESS_CPU_BF16", "1") == "0":
         return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return any(flag in line.split() for flag in BF16_FLAGS)
-    except OSError:
-        pass
-    return False
+    return bool(cpu_flags() & set(BF16_FLAGS))
 
 
 def machine() -> dict:

@@ -58,13 +58,13 @@ def add_options(parser: argparse._ActionsContainer, cls, *names: str) -> None:
         if isinstance(f.default, bool) and m["parse"] is None:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs.update(type=_argparse_type(m["parse"]), choices=m["choices"], metavar=m["metavar"])
+            kwargs.update(type=argparse_type(m["parse"]), choices=m["choices"], metavar=m["metavar"])
         parser.add_argument(m["flag"], *m["aliases"], **kwargs)
 
 
-def _argparse_type(parse: Callable[[str], Any] | None) -> Callable[[str], Any] | None:
+def argparse_type(parse: Callable[[str], Any] | None) -> Callable[[str], Any] | None:
     """`parse` as argparse's `type`: a CompressError it raises (the checks the library runs on the
-    same values) becomes argparse's one-line usage error."""
+    same values, one message for CLI and API) becomes argparse's one-line usage error."""
     if parse is None:
         return None
 
@@ -73,7 +73,7 @@ def _argparse_type(parse: Callable[[str], Any] | None) -> Callable[[str], Any] |
             return parse(text)
         except CompressError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
-    checked.__name__ = getattr(parse, "__name__", "value")
+    checked.__name__ = getattr(parse, "__name__", "value").removesuffix("_value")
     return checked
 
 

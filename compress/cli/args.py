@@ -11,7 +11,7 @@ from pathlib import Path
 
 from compress.errors import CompressError
 from compress.kinds import STAGES
-from compress.options import add_options, from_args, positive_int
+from compress.options import add_options, argparse_type, from_args, positive_int
 
 
 # --------------------------------------------------------------------------- shared options
@@ -39,7 +39,7 @@ def add_data_args(p: argparse.ArgumentParser, only: tuple[str, ...] | None = Non
     add("--image-size", type=positive_int, default=None, metavar="N",
                    help=helps.get("image_size", "resize images to N x N px (image folders: default their own size "
                                                 "when all share one, else 64; CIFAR: 32)"))
-    add("--val-split", type=_arg_type(val_split_value), default=None, metavar="F",
+    add("--val-split", type=argparse_type(val_split_value), default=None, metavar="F",
                    help="fraction of the training images held out (seeded, per class) for every choice the tool "
                         "makes; the test split is only reported. auto (default): 10%%, at least 1000 images "
                         "(at most a fifth), at most 5000; 0: none, choices then read the test split (said). "
@@ -59,22 +59,12 @@ def add_data_args(p: argparse.ArgumentParser, only: tuple[str, ...] | None = Non
                    help=helps.get("device", "auto | cpu | cuda[:N] (default: cuda when available)"))
 
 
-def add_train_args(p: argparse.ArgumentParser, epochs: int | None, lr: float | None,
-                   title: str = "training") -> None:
+def add_train_args(p: argparse.ArgumentParser, title: str = "training") -> None:
+    """TrainOverrides' options (each replaces one number of the command's recipe), and --sync-bn."""
+    from compress.train_config import TrainOverrides
+
     g = p.add_argument_group(title)
-    g.add_argument("--epochs", type=positive_int, default=epochs, metavar="N",
-                   help="epochs of the training set (default: the recipe's, see TrainConfig in compress/train_config.py and compress/presets.py)")
-    g.add_argument("--lr", type=float, default=lr, metavar="LR",
-                   help="peak learning rate per 128 images of the global batch, scaled with --batch-size "
-                        "(default: the recipe's); the same value on 1 or N processes")
-    g.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
-                   help="images per step (default: the recipe's); under torchrun the global batch over all "
-                        "processes, each taking an equal share of it (it must divide evenly)")
-    g.add_argument("--seed", type=int, default=0, metavar="N", help="seed for init, shuffling and augmentation (default 0)")
-    g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
-                   help="auto (default): bf16 autocast + channels_last on CUDA and on CPUs with bf16 units "
-                        "(AVX-512-BF16, AMX), fp32 on other CPUs (which emulate bf16); bf16 or fp32: everywhere. Each "
-                        "epoch records the one used. What it buys: docs/results/recipe.md")
+    add_options(g, TrainOverrides)
     g.add_argument("--sync-bn", action="store_true",
                    help="under torchrun: BatchNorm statistics over the global batch, not each process's share "
                         "(for small per-process batches)")
@@ -82,7 +72,7 @@ def add_train_args(p: argparse.ArgumentParser, epochs: int | None, lr: float | N
 
 def add_seeds_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("repeated seeds")
-    g.add_argument("--seeds", type=_arg_type(seeds_value), default=None, metavar="LIST",
+    g.add_argument("--seeds", type=argparse_type(seeds_value), default=None, metavar="LIST",
                    help="run once per seed (e.g. 0,1,2) into OUT/seed_N, then OUT/report.md and OUT/seeds.json: "
                         "mean ± sd per model and paired comparisons pooled over seeds and test images")
     g.add_argument("--seed-dense", choices=("each", "shared"), default="each",
@@ -293,17 +283,6 @@ class Renamed(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def _arg_type(check):
-    """An argparse type from a checker that raises CompressError (one message for CLI and API)."""
-    def parse(text: str):
-        try:
-            return check(text)
-        except CompressError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    parse.__name__ = check.__name__.replace("_value", "")
-    return parse
-
-
 def add_plan_args(p, round_to: bool = True) -> None:
     """The latency target of `compress plan` and `compress filter --speedup`, from PlanRequest's
     fields (filter has its own --round-to, which a plan rounds to 16 when it is 0)."""
@@ -325,11 +304,8 @@ def plan_request(args, round_to: int):
     return from_args(PlanRequest, args, round_to=round_to, criterion=args.criterion, device=args.device)
 
 
-def train_config(args, base=None):
-    from compress.train_config import TrainConfig
+def train_config(args, recipe=None):
+    """The recipe (TrainConfig's defaults when None) with the training options given in place."""
+    from compress.train_config import TrainConfig, TrainOverrides
 
-    cfg = base or TrainConfig()
-    changes = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size),
-                                 ("seed", args.seed), ("precision", getattr(args, "precision", None)))
-               if v is not None}
-    return type(cfg)(**{**cfg.to_dict(), **changes})
+    return from_args(TrainOverrides, args).apply(recipe or TrainConfig())
