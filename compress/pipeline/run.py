@@ -240,8 +240,8 @@ def run_prune(opts: PruneOptions, data: Dataset, device: torch.device) -> dict:
         ratios, target, source = resolve_ratios(opts, probe, spec)
     from compress.report.tables import ratio_table
 
-    if opts.kind != Kind.NM and not source.startswith("global"):
-        out.print(ratio_table(probe, opts.kind, ratios, source))
+    if opts.kind != Kind.NM and not source.startswith("global"):  # a plan's summary was printed above it
+        out.print(ratio_table(probe, opts.kind, ratios, "latency plan" if plan is not None else source))
     job = PruneJob(kind=opts.kind, method=opts.method, target=target, ratios=ratios, rounds=opts.rounds,
                    schedule=opts.schedule, rewind=opts.rewind, criterion=opts.criterion, retrain=opts.retrain,
                    nm=opts.nm, distill=opts.distill)
