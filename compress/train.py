@@ -29,7 +29,7 @@ from compress.distributed import World, current, shard_size, sync_batchnorm
 from compress.enforcer import MaskEnforcer
 from compress.env import cpu_has_bf16
 from compress.errors import CompressError
-from compress.train_config import Distill, TrainConfig  # noqa: F401 (their home is torch-free; the loop's names)
+from compress.train_config import PRECISIONS, Distill, TrainConfig  # noqa: F401 (their home is torch-free; the loop's names)
 
 
 @dataclass
@@ -105,7 +105,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def uses_bf16(device: torch.device, precision: str = "auto") -> bool:

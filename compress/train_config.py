@@ -5,9 +5,12 @@ command line reads their defaults for its help without importing the training lo
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from compress.errors import CompressError
+from compress.options import number, option, positive_int
+
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -44,6 +47,31 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+
+@dataclass(frozen=True)
+class TrainOverrides:
+    """The training options of the command line (`compress train` and the prune commands): each
+    replaces one field of the recipe the command starts from (`compress/presets.py`: TrainConfig's
+    defaults for a dense model, RETRAIN for masked retraining); None keeps the recipe's value."""
+
+    epochs: int | None = option(None, "--epochs", "epochs of the training set", parse=positive_int, metavar="N",
+                                default_text="the recipe's (compress/presets.py)")
+    lr: float | None = option(None, "--lr", "peak learning rate per 128 images of the global batch, scaled with "
+                              "--batch-size; the same value on 1 or N processes", parse=number, metavar="LR",
+                              default_text=f"the recipe's, {TrainConfig.lr:g}")
+    batch_size: int | None = option(None, "--batch-size", "images per step; under torchrun the global batch over "
+                                    "all processes, each taking an equal share of it (it must divide evenly)",
+                                    parse=positive_int, metavar="N", default_text=f"the recipe's, {TrainConfig.batch_size}")
+    seed: int = option(TrainConfig.seed, "--seed", "seed for init, shuffling and augmentation", parse=int, metavar="N")
+    precision: str | None = option(None, "--precision", "auto: bf16 autocast + channels_last on CUDA and on CPUs "
+                                   "with bf16 units (AVX-512-BF16, AMX), fp32 on other CPUs (which emulate bf16); "
+                                   "bf16 or fp32: everywhere. Each epoch records the one used. What it buys: "
+                                   "docs/results/recipe.md", choices=PRECISIONS,
+                                   default_text=f"the recipe's, {TrainConfig.precision}")
+
+    def apply(self, recipe: TrainConfig) -> TrainConfig:
+        """The recipe with every option that was given in place of its value."""
+        return replace(recipe, **{k: v for k, v in asdict(self).items() if v is not None})
 
 
 @dataclass

@@ -145,6 +145,32 @@ def test_prune_commands_are_built_from_prune_options(command, capsys):
         assert suite.ratios == {"unstructured": 0.8, "filter": 0.6} and suite.imp == 5
 
 
+@pytest.mark.parametrize("command", ["train", "filter", "all"])
+def test_training_options_are_built_from_train_overrides(command, capsys):
+    """--epochs, --lr, --batch-size, --seed and --precision come from TrainOverrides: absent, the
+    command trains with its recipe as it is; help says each; given, each replaces its one number."""
+    import dataclasses
+
+    from compress.cli.args import train_config
+    from compress.presets import RETRAIN
+    from compress.train_config import TrainOverrides
+
+    parser = build_parser()
+    assert train_config(parser.parse_args([command]), RETRAIN) == RETRAIN
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(TrainOverrides):
+        meta = f.metadata["compress.option"]
+        assert f" {meta['flag']} " in text and " ".join(meta["help"].split()[:3]) in text, f.name
+    argv = [command, "--epochs", "3", "--lr", "0.02", "--batch-size", "32", "--seed", "7", "--precision", "fp32"]
+    changed = train_config(parser.parse_args(argv), RETRAIN)
+    assert changed == dataclasses.replace(RETRAIN, epochs=3, lr=0.02, batch_size=32, seed=7, precision="fp32")
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, "--epochs", "0"])
+    assert "positive integer" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv,match", [
     (["nm", "--nm", "4:2"], "0 < N < M"), (["nm", "--nm", "two:four"], "is not N:M"),
     (["filter", "--round-to", "-1"], "must be >= 0"), (["all", "--imp", "0"], "positive integer"),

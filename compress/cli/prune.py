@@ -59,7 +59,7 @@ class _Prune(Command):
         d.add_argument("--dense-epochs", type=positive_int, default=None, metavar="N",
                        help="epochs for a baseline trained here (default: the model's recipe, compress/presets.py)")
         add_data_args(p)
-        add_train_args(p, epochs=None, lr=None, title=RETRAINING)
+        add_train_args(p, title=RETRAINING)
         add_distill_args(p)
         o = p.add_argument_group("output")
         o.add_argument("--out", type=Path, default=None, metavar="DIR",
@@ -261,7 +261,7 @@ class All(Command):
         # --config is per run: ratio files of your own go to `compress unstructured/filter --config`
         add_options(p, PruneOptions, "allocation", "round_to", "criterion", "schedule", "rewind")
         add_data_args(p)
-        add_train_args(p, epochs=None, lr=None, title=RETRAINING)
+        add_train_args(p, title=RETRAINING)
         add_distill_args(p)
         p.add_argument("--out", type=Path, default=None, metavar="DIR", help="suite folder (default runs/MODEL_all)")
         p.add_argument("--resume", action="store_true", help="continue an interrupted suite")

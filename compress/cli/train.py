@@ -50,7 +50,7 @@ class Train(Command):
     def add_arguments(self, p):
         add_model_args(p)
         add_data_args(p)
-        add_train_args(p, epochs=None, lr=None)
+        add_train_args(p)
         p.add_argument("--out", type=Path, default=None, metavar="FILE",
                        help="checkpoint path (default runs/dense/MODEL_dense_eEPOCHS_sSEED.pt)")
         p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
