@@ -20,8 +20,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from compress.checkpoint import checkpoint_dataset, recorded_data
-from compress.data import Dataset, load_dataset
+from compress.checkpoint import checkpoint_dataset, starting_data
+from compress.data import Dataset
 from compress.env import resolve_device
 from compress.kinds import STAGES
 from compress.pipeline.run import PruneOptions, run_prune
@@ -78,8 +78,7 @@ def prune_model(model: str | None = None, *, kind: str = "filter", ratio: float 
     if isinstance(data, Dataset):
         dataset = data
     else:
-        source, size = recorded_data(Path(checkpoint)) if data == "auto" and checkpoint else (None, None)
-        dataset = load_dataset(source or data, quiet=True, image_size=size)
+        dataset = starting_data(data, Path(checkpoint) if checkpoint else None, quiet=True)
     manifest = run_prune(opts, dataset.to(dev), dev)
     path = Path(manifest["run_dir"])
     return PruneRun(path=path, result=path / manifest["result"]["path"], manifest=manifest)

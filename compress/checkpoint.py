@@ -191,6 +191,24 @@ def recorded_data(checkpoint: Path | None) -> tuple[str | None, int | None]:
     return (meta.get("dataset") or {}).get("source"), model.get("image_size")
 
 
+def starting_data(source: str = "auto", checkpoint: Path | None = None, *, image_size: int | None = None,
+                  stream: bool = False, workers: int | None = None, quiet: bool = False):
+    """The data a training or pruning command starts from: `source`; for "auto" with a checkpoint of
+    ours, the dataset that checkpoint was trained on, at its image size. A recorded dataset this
+    machine cannot read (a folder left on another machine) falls back to "auto", said, and the
+    dense model is then measured again on that data. One rule for the CLI and `compress.api`."""
+    if source == "auto" and checkpoint is not None:
+        recorded, recorded_size = recorded_data(checkpoint)
+        if recorded:
+            try:
+                return load_dataset(recorded, quiet=quiet, image_size=image_size or recorded_size, stream=stream,
+                                    workers=workers)
+            except CompressError as e:
+                notice(f"the checkpoint's dataset is not readable here ({e.message}); reading --data auto, and "
+                       "the dense model is measured again on it")
+    return load_dataset(source, quiet=quiet, image_size=image_size, stream=stream, workers=workers)
+
+
 def checkpoint_dataset(ckpt: dict, source: str = "auto", *, val_split: float | None = None,
                        val_data: str | None = None, image_size: int | None = None, stream: bool = False,
                        workers: int | None = None):

@@ -1,4 +1,5 @@
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -104,3 +105,29 @@ def test_crop_flip_is_a_translation_or_mirror_of_the_image(sample):
                     if torch.equal(padded[:, dy:dy + 32, dx:dx + 32], out[i]):
                         found = True
         assert found, f"image {i} is not a padded crop of its source"
+
+
+def test_data_auto_is_the_dataset_a_checkpoint_was_trained_on(tmp_path, monkeypatch, capsys):
+    """`--data auto` (the CLI's and compress.api's one rule, `starting_data`) with a checkpoint of ours
+    reads the dataset it was trained on at its image size; one recorded on another machine falls
+    back to auto and says so; foreign weights and an explicit --data read what they name."""
+    from compress.checkpoint import save_checkpoint, starting_data
+    from compress.models import ModelSpec
+
+    monkeypatch.setenv("COMPRESS_OFFLINE", "1")  # auto: no cache, no download, so the sample
+    spec = ModelSpec("vgg11", width=0.125)
+
+    def ours(source: str, size: int) -> Path:
+        path = tmp_path / f"{size}.pt"
+        save_checkpoint(path, {"kind": "dense", "model": {**spec.to_dict(), "image_size": size},
+                               "state_dict": spec.build().state_dict(), "meta": {"dataset": {"source": source}}})
+        return path
+
+    assert starting_data("auto", ours("sample", 16), quiet=True).image_size == 16
+    assert "not readable here" not in capsys.readouterr().err
+    fallback = starting_data("auto", ours(f"imagefolder:{tmp_path / 'gone'}", 24), quiet=True)
+    assert fallback.image_size == 32 and "not readable here" in " ".join(capsys.readouterr().err.split())
+    foreign = tmp_path / "foreign.pt"
+    torch.save(spec.build().state_dict(), foreign)
+    assert starting_data("auto", foreign, quiet=True).image_size == 32
+    assert starting_data("sample", ours("imagefolder:/elsewhere", 16), image_size=20, quiet=True).image_size == 20

@@ -132,25 +132,12 @@ def model_source(args) -> tuple[str | None, dict]:
 
 
 def load_data(args, device):
-    """--data with --image-size, normalised by --mean/--std when given, on the device. With
-    `--data auto` and a checkpoint of ours, the dataset that checkpoint was trained on."""
-    from compress.console import notice
-    from compress.data import load_dataset
+    """--data with --image-size (for `auto` and a checkpoint of ours, the dataset it was trained
+    on), normalised by --mean/--std when given, on the device."""
+    from compress.checkpoint import starting_data
 
-    data = None
-    if args.data == "auto" and getattr(args, "checkpoint", None) is not None:
-        from compress.checkpoint import recorded_data
-
-        recorded, recorded_size = recorded_data(args.checkpoint)
-        if recorded:
-            try:
-                data = load_dataset(recorded, image_size=args.image_size or recorded_size, stream=args.stream,
-                                    workers=args.workers)
-            except CompressError as e:
-                notice(f"the checkpoint's dataset is not readable here ({e.message}); reading --data auto, and "
-                       "the dense model is measured again on it")
-    if data is None:
-        data = load_dataset(args.data, image_size=args.image_size, stream=args.stream, workers=args.workers)
+    data = starting_data(args.data, getattr(args, "checkpoint", None), image_size=args.image_size,
+                         stream=args.stream, workers=args.workers)
     if getattr(args, "mean", None) or getattr(args, "std", None):
         data = data.normalised(args.mean, args.std)
     return data.to(device)
