@@ -44,18 +44,22 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def add_options(parser: argparse._ActionsContainer, cls, *names: str) -> None:
+def add_options(parser: argparse._ActionsContainer, cls, *names: str, helps: dict[str, str] | None = None) -> None:
     """Add the named fields of `cls` (all its options, in declaration order, without names) to a
-    parser or argument group."""
+    parser or argument group; `helps` replaces a field's help by name, for a command that uses the
+    option in its own way (its default is still said)."""
     fields = _fields(cls)
     for name in names or tuple(fields):
         f = fields[name]
         m = f.metadata[_KEY]
         shown = m["default_text"] if m["default_text"] is not None else _as_text(f.default)
-        said = "" if f.default is None and m["default_text"] is None else f" (default {shown})"
+        said = "" if f.default is None and m["default_text"] is None or f.default is False else f" (default {shown})"
+        text = (helps or {}).get(name, m["help"]) + said
         # an option converted by from_text parses to None when absent: the field keeps its own default
-        kwargs = dict(dest=name, default=None if m["from_text"] else f.default, help=m["help"] + said)
-        if isinstance(f.default, bool) and m["parse"] is None:
+        kwargs = dict(dest=name, default=None if m["from_text"] else f.default, help=text.replace("%", "%%"))
+        if f.default is False and m["parse"] is None:  # a switch, off unless given
+            kwargs["action"] = "store_true"
+        elif f.default is True and m["parse"] is None:  # on unless --no-NAME
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs.update(type=argparse_type(m["parse"]), choices=m["choices"], metavar=m["metavar"])

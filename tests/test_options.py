@@ -171,6 +171,42 @@ def test_training_options_are_built_from_train_overrides(command, capsys):
     assert "positive integer" in capsys.readouterr().err
 
 
+DATA_OPTIONS = {  # command: the DataOptions fields it offers
+    "train": ("data", "image_size", "val_split", "val_data", "stream", "workers", "device"),
+    "export": ("data",),
+    "quantize": ("data", "val_split", "val_data"),
+}
+
+
+@pytest.mark.parametrize("command", DATA_OPTIONS)
+def test_data_options_are_built_from_data_options(command, capsys):
+    """The data and device options come from DataOptions: absent, its defaults; help offers the
+    ones the command uses and no other; given, each reaches its field; a bad one is refused."""
+    import dataclasses
+
+    from compress.cli.args import data_options
+    from compress.data_options import DataOptions
+
+    parser = build_parser()
+    positional = [] if command == "train" else ["m.pt"]
+    assert data_options(parser.parse_args([command, *positional])) == DataOptions()
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(DataOptions):
+        assert (f" {f.metadata['compress.option']['flag']} " in text) == (f.name in DATA_OPTIONS[command]), f.name
+    given = {"data": ("--data", "sample", "sample"), "image_size": ("--image-size", "48", 48),
+             "val_split": ("--val-split", "0.2", 0.2), "val_data": ("--val-data", "imagefolder:v", "imagefolder:v"),
+             "stream": ("--stream", None, True), "workers": ("--workers", "3", 3), "device": ("--device", "cpu", "cpu")}
+    argv = [command, *positional] + [w for name in DATA_OPTIONS[command] for w in given[name][:2] if w is not None]
+    opts = data_options(parser.parse_args(argv))
+    assert all(getattr(opts, name) == given[name][2] for name in DATA_OPTIONS[command])
+    bad = ["--val-split", "0.9"] if "val_split" in DATA_OPTIONS[command] else ["--val-split", "0.1"]
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, *positional, *bad])
+    assert ("outside [0, 0.5]" if "val_split" in DATA_OPTIONS[command] else "unrecognized") in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv,match", [
     (["nm", "--nm", "4:2"], "0 < N < M"), (["nm", "--nm", "two:four"], "is not N:M"),
     (["filter", "--round-to", "-1"], "must be >= 0"), (["all", "--imp", "0"], "positive integer"),

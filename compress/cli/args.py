@@ -7,6 +7,7 @@ starts in 0.1 s instead of the 2 s that importing torch takes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from compress.errors import CompressError
@@ -15,48 +16,20 @@ from compress.options import add_options, argparse_type, from_args, positive_int
 
 
 # --------------------------------------------------------------------------- shared options
-def val_split_value(text: str) -> float | None:
-    from compress.data import parse_val_split
-
-    return parse_val_split(text)
-
-
 def add_data_args(p: argparse.ArgumentParser, only: tuple[str, ...] | None = None, **helps: str) -> None:
-    """The data options; `only` names the ones a command uses (by dest: an option that would do
-    nothing is not offered); `helps` replaces an option's help by its dest (e.g. data=...) where
-    a command uses it differently."""
-    g = p.add_argument_group("data and device")
+    """DataOptions' options in the group 'data and device'; `only` names the ones a command uses
+    (an option that would do nothing is not offered), `helps` a command's own help for one."""
+    from compress.data_options import DataOptions
 
-    def add(*names, **kw):
-        dest = kw.get("dest") or names[0].lstrip("-").replace("-", "_")
-        if only is None or dest in only:
-            g.add_argument(*names, **kw)
+    names = [f.name for f in dataclasses.fields(DataOptions) if only is None or f.name in only]
+    add_options(p.add_argument_group("data and device"), DataOptions, *names, helps=helps)
 
-    data_help = ("CIFAR-10 folder (cifar-10-batches-py), 'sample' (bundled 4068/1017 images), 'cifar10' "
-                 "(cache or download), 'imagefolder:PATH', or 'auto' (default: a checkpoint's own dataset, else the "
-                 "cache, a download, else the sample)")
-    add("--data", default="auto", metavar="SOURCE", help=helps.get("data", "") + data_help)
-    add("--image-size", type=positive_int, default=None, metavar="N",
-                   help=helps.get("image_size", "resize images to N x N px (image folders: default their own size "
-                                                "when all share one, else 64; CIFAR: 32)"))
-    add("--val-split", type=argparse_type(val_split_value), default=None, metavar="F",
-                   help="fraction of the training images held out (seeded, per class) for every choice the tool "
-                        "makes; the test split is only reported. auto (default): 10%%, at least 1000 images "
-                        "(at most a fifth), at most 5000; 0: none, choices then read the test split (said). "
-                        "A checkpoint of ours keeps the split it was trained beside")
-    add("--val-data", default=None, metavar="SOURCE",
-                   help="a separate dataset (any --data form, e.g. imagefolder:PATH) whose images are all the "
-                        "validation split, instead of images held out of the training split: for imported weights, "
-                        "whose own training may have seen every training image")
-    add("--stream", action="store_true",
-                   help="image folders: read the images from disk each epoch through DataLoader worker processes "
-                        "instead of holding them decoded in memory (automatic above a quarter of RAM, or of GPU "
-                        "memory; COMPRESS_STREAM_ABOVE_MB sets the limit). Results are the same either way")
-    add("--workers", type=positive_int, default=None, metavar="N",
-                   help="DataLoader processes per training process for a streamed folder (default: the CPUs "
-                        "shared among torchrun's processes on this node, at most 8)")
-    add("--device", default="auto", metavar="DEVICE",
-                   help=helps.get("device", "auto | cpu | cuda[:N] (default: cuda when available)"))
+
+def data_options(args):
+    """The data options a command was given (DataOptions' defaults for those it does not offer)."""
+    from compress.data_options import DataOptions
+
+    return from_args(DataOptions, args)
 
 
 def add_train_args(p: argparse.ArgumentParser, title: str = "training") -> None:
@@ -136,8 +109,9 @@ def load_data(args, device):
     on), normalised by --mean/--std when given, on the device."""
     from compress.checkpoint import starting_data
 
-    data = starting_data(args.data, getattr(args, "checkpoint", None), image_size=args.image_size,
-                         stream=args.stream, workers=args.workers)
+    opts = data_options(args)
+    data = starting_data(opts.data, getattr(args, "checkpoint", None), image_size=opts.image_size,
+                         stream=opts.stream, workers=opts.workers)
     if getattr(args, "mean", None) or getattr(args, "std", None):
         data = data.normalised(args.mean, args.std)
     return data.to(device)
@@ -182,16 +156,17 @@ def split_data(args, data, ckpt: dict | None = None):
     """`data` with its validation split: the checkpoint's own, else --val-split's."""
     from compress.checkpoint import split_for
 
-    return split_for(data, ckpt, getattr(args, "val_split", None), getattr(args, "val_data", None))
+    opts = data_options(args)
+    return split_for(data, ckpt, opts.val_split, opts.val_data)
 
 
 def checkpoint_data(args, ckpt: dict):
     """--data, or else the dataset the checkpoint was trained on (`checkpoint.checkpoint_dataset`)."""
     from compress.checkpoint import checkpoint_dataset
 
-    return checkpoint_dataset(ckpt, args.data, val_split=getattr(args, "val_split", None),
-                              val_data=getattr(args, "val_data", None), image_size=getattr(args, "image_size", None),
-                              stream=getattr(args, "stream", False), workers=getattr(args, "workers", None))
+    opts = data_options(args)
+    return checkpoint_dataset(ckpt, opts.data, val_split=opts.val_split, val_data=opts.val_data,
+                              image_size=opts.image_size, stream=opts.stream, workers=opts.workers)
 
 
 STAGE_NAMES = STAGES  # the pipeline's stages (compress.kinds)

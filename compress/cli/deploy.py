@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from compress.cli.args import add_data_args, checkpoint_data
+from compress.cli.args import add_data_args, checkpoint_data, data_options
 from compress.cli.base import Command, command
 from compress.console import err, notice, out
 from compress.errors import CompressError
@@ -36,7 +36,8 @@ class Export(Command):
                             "values); default: on for unstructured/N:M-pruned models and weight sparsity > 50%%")
         p.add_argument("--force", action="store_true", help="overwrite existing ONNX files")
         add_data_args(p, only=("data",), data="real test images for the parity check, resized to the model's input "
-                                               "size (default: the dataset recorded in the checkpoint, else auto); ")
+                                               "size: any SOURCE `compress train --data` takes; auto: the dataset "
+                                               "recorded in the checkpoint, else the cache, a download, else the sample")
 
     def run(self, args) -> int:
         from compress.export import export_checkpoint
@@ -200,8 +201,8 @@ class Quantize(Command):
                             "activations; pruned weights stay zero), then export and quantize it (default 0: none)")
         p.add_argument("--force", action="store_true", help="overwrite existing files")
         add_data_args(p, only=("data", "val_split", "val_data"),
-                      data="calibration (train split), gate (validation split) and evaluation (test split) images "
-                           "(default: the model's dataset); ")
+                      data="calibration (train split), gate (validation split) and evaluation (test split) images: "
+                           "any SOURCE `compress train --data` takes; auto: the model's own dataset")
 
     def run(self, args) -> int:
         from compress.export.quantize import quantize
@@ -259,7 +260,7 @@ class Quantize(Command):
             raise CompressError(f"{path} is neither an ONNX file nor a checkpoint", "pass MODEL.onnx or MODEL.pt")
         from compress.export.quantize import onnx_dataset
 
-        return path, onnx_dataset(path, args.data, val_split=getattr(args, "val_split", None),
-                                  val_data=getattr(args, "val_data", None))
+        opts = data_options(args)
+        return path, onnx_dataset(path, opts.data, val_split=opts.val_split, val_data=opts.val_data)
 
 

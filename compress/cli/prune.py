@@ -56,8 +56,6 @@ class _Prune(Command):
                           round_to=False)
         d = p.add_argument_group("dense model")
         add_dense_args(d)
-        d.add_argument("--dense-epochs", type=positive_int, default=None, metavar="N",
-                       help="epochs for a baseline trained here (default: the model's recipe, compress/presets.py)")
         add_data_args(p)
         add_train_args(p, title=RETRAINING)
         add_distill_args(p)
@@ -77,17 +75,13 @@ class _Prune(Command):
 
     def run(self, args) -> int:
         from compress.pipeline.run import run_prune
-        from compress.presets import dense_config, retrain_config
+        from compress.presets import retrain_config
         from compress.report.tables import artifacts_table, prune_summary
 
         world, device = data_parallel(args)
         source, model_args = model_source(args)
         retrain = train_config(args, retrain_config(source))
-        dense = dense_config(source)
-        if args.dense_epochs:
-            dense = type(dense)(**{**dense.to_dict(), "epochs": args.dense_epochs, "seed": args.seed})
-        else:
-            dense = type(dense)(**{**dense.to_dict(), "seed": args.seed})
+        dense = dense_recipe(args, source)
         opts = from_args(
             PruneOptions, args, kind=self.kind, method="imp" if args.imp else "omp", rounds=args.imp or 1,
             model=source, model_args=model_args, width=args.width, checkpoint=args.checkpoint,
@@ -216,6 +210,18 @@ def add_dense_args(p) -> None:
                    help="dense model to prune: a checkpoint of this toolchain, or your own weights with --model "
                         "(state dict .pt/.pth/.bin, a training script's nested dict, .safetensors) "
                         "(default: train one, cached and reused)")
+    p.add_argument("--dense-epochs", type=positive_int, default=None, metavar="N",
+                   help="epochs for a baseline trained here (default: the model's recipe, compress/presets.py)")
+
+
+def dense_recipe(args, source: str | None):
+    """The recipe of a baseline trained here: the model's, with --seed and --dense-epochs."""
+    import dataclasses
+
+    from compress.presets import dense_config
+
+    dense = dense_config(source)
+    return dataclasses.replace(dense, seed=args.seed, epochs=args.dense_epochs or dense.epochs)
 
 
 def stages_kept(args) -> tuple[str, ...]:
@@ -255,8 +261,6 @@ class All(Command):
 
     def add_arguments(self, p):
         add_dense_args(p)
-        p.add_argument("--dense-epochs", type=positive_int, default=None, metavar="N",
-                       help="epochs for a baseline trained here (default: the model's recipe, compress/presets.py)")
         add_options(p, SuiteOptions)
         # --config is per run: ratio files of your own go to `compress unstructured/filter --config`
         add_options(p, PruneOptions, "allocation", "round_to", "criterion", "schedule", "rewind")
@@ -299,14 +303,12 @@ class All(Command):
     def run(self, args) -> int:
         from compress.models import ModelSpec
         from compress.pipeline.run import run_all
-        from compress.presets import dense_config, retrain_config
+        from compress.presets import retrain_config
         from compress.report.tables import suite_summary
 
         world, device = data_parallel(args)
         source, model_args = model_source(args)
-        dense = dense_config(source)
-        dense = type(dense)(**{**dense.to_dict(), "seed": args.seed,
-                               **({"epochs": args.dense_epochs} if args.dense_epochs else {})})
+        dense = dense_recipe(args, source)
         base = from_args(PruneOptions, args, kind="", model=source, model_args=model_args, width=args.width,
                          checkpoint=args.checkpoint, trust_pickle=args.trust_pickle, dense=dense,
                          retrain=train_config(args, retrain_config(source)), resume=args.resume, force=args.force,

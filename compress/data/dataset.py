@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from compress.data_options import parse_val_split  # noqa: F401 (torch-free home: the parser reads it)
 from compress.errors import CompressError
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -113,20 +114,6 @@ def auto_val_fraction(n_train: int) -> float:
     points at 1000 images), and at most 5000 on large ones."""
     n = max(0.1 * n_train, min(1000, 0.2 * n_train))
     return min(n, 5000) / n_train
-
-
-def parse_val_split(text: str) -> float | None:
-    """--val-split: 'auto' (None), 0 (off) or a fraction in (0, 0.5]."""
-    if text.strip().lower() == "auto":
-        return None
-    try:
-        v = float(text)
-    except ValueError:
-        raise CompressError(f"--val-split {text!r} is not a number", "pass auto, 0 (off) or a fraction such as 0.1") from None
-    if not (v == 0 or 0 < v <= 0.5):
-        raise CompressError(f"--val-split {text} is outside [0, 0.5]",
-                            "pass a fraction of the training images such as 0.1, auto, or 0 to turn the split off")
-    return v
 
 
 def with_validation(ds: Dataset, fraction: float | None = None, seed: int = VAL_SEED) -> Dataset:
