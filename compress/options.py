@@ -24,13 +24,17 @@ _KEY = "compress.option"
 
 def option(default: Any, flag: str, help: str, *, parse: Callable[[str], Any] | None = None,
            choices: tuple[str, ...] | None = None, metavar: str | None = None, default_text: str | None = None,
-           from_text: Callable[[Any], Any] | None = None, aliases: tuple[str, ...] = ()) -> Any:
+           from_text: Callable[[Any], Any] | None = None, aliases: tuple[str, ...] = (),
+           repeat: bool = False) -> Any:
     """A dataclass field with its command-line form: `parse` reads the text (argparse's `type`),
     `default_text` says the default in words where the value alone does not (None meaning 'depends
     on --kind'), `from_text` turns the parsed value into the field's (a comma-separated list into a
-    tuple). Defaults are immutable values (tuples, not lists)."""
+    tuple), `repeat` makes a repeatable option whose values form a tuple. Defaults are immutable
+    values (tuples, not lists)."""
+    if repeat:
+        from_text = from_text or tuple
     meta = dict(flag=flag, help=help, parse=parse, choices=choices, metavar=metavar, default_text=default_text,
-                from_text=from_text, aliases=aliases)
+                from_text=from_text, aliases=aliases, repeat=repeat)
     return dataclasses.field(default=default, metadata={_KEY: meta})
 
 
@@ -52,12 +56,18 @@ def add_options(parser: argparse._ActionsContainer, cls, *names: str, helps: dic
     for name in names or tuple(fields):
         f = fields[name]
         m = f.metadata[_KEY]
-        shown = m["default_text"] if m["default_text"] is not None else _as_text(f.default)
-        said = "" if f.default is None and m["default_text"] is None or f.default is False else f" (default {shown})"
+        if m["default_text"] is not None:
+            said = f" (default {m['default_text']})"
+        elif f.default is None or f.default is False or f.default == ():  # nothing to say: absent is off
+            said = ""
+        else:
+            said = f" (default {_as_text(f.default)})"
         text = (helps or {}).get(name, m["help"]) + said
         # an option converted by from_text parses to None when absent: the field keeps its own default
         kwargs = dict(dest=name, default=None if m["from_text"] else f.default, help=text.replace("%", "%%"))
-        if f.default is False and m["parse"] is None:  # a switch, off unless given
+        if m.get("repeat"):
+            kwargs.update(action="append", type=argparse_type(m["parse"]), metavar=m["metavar"])
+        elif f.default is False and m["parse"] is None:  # a switch, off unless given
             kwargs["action"] = "store_true"
         elif f.default is True and m["parse"] is None:  # on unless --no-NAME
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -116,7 +126,7 @@ def number_list(text: str) -> tuple[float, ...]:
         return tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, "
-                                         "e.g. 0.3,0.5,0.7,0.9") from None
+                                         "e.g. 0.5,0.25,0.1") from None
 
 
 def non_negative_int(text: str) -> int:

@@ -207,6 +207,38 @@ def test_data_options_are_built_from_data_options(command, capsys):
     assert ("outside [0, 0.5]" if "val_split" in DATA_OPTIONS[command] else "unrecognized") in capsys.readouterr().err
 
 
+MODEL_OPTIONS = {  # command: the ModelOptions fields it offers
+    "train": ("model", "model_arg", "width", "mean", "std"),
+    "filter": ("model", "model_arg", "width", "mean", "std", "trust_pickle"),
+    "layers": ("model", "model_arg", "width", "trust_pickle"),
+}
+
+
+@pytest.mark.parametrize("command", MODEL_OPTIONS)
+def test_model_options_are_built_from_model_options(command, capsys):
+    """The model options come from ModelOptions: absent, its defaults; help offers the ones the
+    command uses and no other; given (--model-arg twice), each reaches its field."""
+    import dataclasses
+
+    from compress.cli.args import model_options
+    from compress.model_options import ModelOptions
+
+    parser = build_parser()
+    assert model_options(parser.parse_args([command])) == ModelOptions()
+    with pytest.raises(SystemExit):
+        parser.parse_args([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(ModelOptions):
+        assert (f" {f.metadata['compress.option']['flag']} " in text) == (f.name in MODEL_OPTIONS[command]), f.name
+    given = {"model": ["--model", "torchvision:resnet18"], "model_arg": ["--model-arg", "a=1", "--model-arg", "b=x"],
+             "width": ["--width", "0.5"], "mean": ["--mean", "0.5,0.4,0.3"], "std": ["--std", "0.2,0.2,0.2"],
+             "trust_pickle": ["--trust-pickle"]}
+    opts = model_options(parser.parse_args([command] + [w for name in MODEL_OPTIONS[command] for w in given[name]]))
+    expected = dict(model="torchvision:resnet18", model_arg=("a=1", "b=x"), width=0.5, mean=(0.5, 0.4, 0.3),
+                    std=(0.2, 0.2, 0.2), trust_pickle=True)
+    assert opts == ModelOptions(**{name: expected[name] for name in MODEL_OPTIONS[command]})
+
+
 @pytest.mark.parametrize("argv,match", [
     (["nm", "--nm", "4:2"], "0 < N < M"), (["nm", "--nm", "two:four"], "is not N:M"),
     (["filter", "--round-to", "-1"], "must be >= 0"), (["all", "--imp", "0"], "positive integer"),

@@ -59,33 +59,21 @@ def seeds_value(text: str) -> tuple[int, ...]:
     return parse_seeds(text)
 
 
-def floats(text: str) -> tuple[float, ...]:
-    """'0.5,0.5,0.5' -> (0.5, 0.5, 0.5)."""
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 0.5,0.5,0.5") from None
-
-
 def add_model_args(p: argparse.ArgumentParser, weights: bool = False, normalisation: bool = True) -> None:
-    p.add_argument("--model", default=None, metavar="SOURCE",
-                   help="a registered name (`compress models`), torchvision:NAME (any torchvision classifier, "
-                        "random init), timm:NAME (any timm model; needs timm), FILE.py:CALLABLE or "
-                        "package.module:CALLABLE returning an nn.Module "
-                        "(default: the checkpoint's own model, else vgg13)")
-    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="keyword argument for the model's builder, a YAML scalar (repeatable)")
-    p.add_argument("--width", type=float, default=1.0, metavar="W",
-                   help="channel width multiplier of registered models (default 1.0; tests use 0.125)")
-    if normalisation:  # not for commands that read no images (layers)
-        p.add_argument("--mean", type=floats, default=None, metavar="R,G,B",
-                       help="input normalisation the model expects, per channel in [0, 1] units (default: the data's "
-                            "own)")
-        p.add_argument("--std", type=floats, default=None, metavar="R,G,B", help="see --mean")
-    if weights:
-        p.add_argument("--trust-pickle", action="store_true",
-                       help="allow --checkpoint to be a whole pickled module (torch.save(model, f)); unpickling "
-                            "runs code from the file, so only for files you trust. Recorded in the manifest")
+    """ModelOptions' options: --mean/--std for commands that read images (`normalisation`),
+    --trust-pickle for those that read weights."""
+    from compress.model_options import ModelOptions
+
+    names = ["model", "model_arg", "width", *(("mean", "std") if normalisation else ()),
+             *(("trust_pickle",) if weights else ())]
+    add_options(p, ModelOptions, *names)
+
+
+def model_options(args):
+    """The model options a command was given (ModelOptions' defaults for those it does not offer)."""
+    from compress.model_options import ModelOptions
+
+    return from_args(ModelOptions, args)
 
 
 def model_source(args) -> tuple[str | None, dict]:
@@ -94,14 +82,15 @@ def model_source(args) -> tuple[str | None, dict]:
     from compress.models import create_model
     from compress.models.sources import canonical, check_source, kind_of, parse_model_args
 
-    model_args = parse_model_args(args.model_arg)
-    if not args.model:
+    opts = model_options(args)
+    model_args = parse_model_args(list(opts.model_arg))
+    if not opts.model:
         return None, model_args
-    if kind_of(args.model) == "registry":
-        create_model(args.model, width=args.width)
+    if kind_of(opts.model) == "registry":
+        create_model(opts.model, width=opts.width)
     else:
-        check_source(args.model)
-    return canonical(args.model), model_args
+        check_source(opts.model)
+    return canonical(opts.model), model_args
 
 
 def load_data(args, device):
@@ -112,8 +101,9 @@ def load_data(args, device):
     opts = data_options(args)
     data = starting_data(opts.data, getattr(args, "checkpoint", None), image_size=opts.image_size,
                          stream=opts.stream, workers=opts.workers)
-    if getattr(args, "mean", None) or getattr(args, "std", None):
-        data = data.normalised(args.mean, args.std)
+    model = model_options(args)
+    if model.mean or model.std:
+        data = data.normalised(model.mean, model.std)
     return data.to(device)
 
 
