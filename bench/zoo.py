@@ -153,6 +153,7 @@ def data_at(size: int, base: Dataset) -> Dataset:
 def run_one(source: str, name: str, size: int, base: Dataset, work: Path, max_gb: float, latency: bool = True) -> dict:
     row = {"model": name, "family": family(source, name), "status": "ok", "reason": None, "image_size": size}
     t0 = time.perf_counter()
+    torch.manual_seed(0)  # each row's random init and training order its own, whatever ran before it
     try:
         spec = build_spec(source, name, size)
         try:
@@ -244,7 +245,9 @@ def earlier_rows(args) -> list[dict]:
                             "resume with the same --source and --image-size, or choose another --out")
     redo = set(args.redo.split(",")) if args.redo else set()
     # a failure is ours, perhaps fixed since: run it again, with the models named in --redo
-    return [r for r in doc.get("rows", []) if r.get("status") != "failed" and r["model"] not in redo]
+    # the family is named by today's code (not a measurement), so kept rows and new ones agree
+    return [{**r, "family": family(args.source, r["model"])} for r in doc.get("rows", [])
+            if r.get("status") != "failed" and r["model"] not in redo]
 
 
 def write(rows: list[dict], args, started: str, done: bool, commands: list[str]) -> None:
