@@ -17,12 +17,12 @@ from compress.data.dataset import (
                                    VAL_SEED,
                                    Dataset,
                                    auto_val_fraction,
-                                   parse_val_split,
                                    with_validation,
                                    with_validation_data,
 )
 from compress.data.loader import Loader, calibration_batch, eval_loader
 from compress.data.sources import CIFAR10_DIR, OFFICIAL_MD5, SAMPLE_ROOT, default_cache_dir, load_dataset, read_cifar10
+from compress.data_options import parse_val_split  # torch-free: the parser reads it
 
 __all__ = ["CIFAR10_DIR", "CIFAR10_MEAN", "CIFAR10_STD", "OFFICIAL_MD5", "SAMPLE_ROOT", "VAL_SEED", "Dataset",
            "Loader", "auto_val_fraction", "calibration_batch", "default_cache_dir", "eval_loader", "load_dataset",

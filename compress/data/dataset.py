@@ -11,7 +11,6 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from compress.data_options import parse_val_split  # noqa: F401 (torch-free home: the parser reads it)
 from compress.errors import CompressError
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
