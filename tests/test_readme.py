@@ -77,3 +77,32 @@ def test_the_readme_is_short_and_links_resolve():
         for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
             if not target.startswith("http"):
                 assert (base / target).exists(), f"{page} links to {target}, which does not exist"
+
+
+def _tables(text: str) -> list[list[str]]:
+    """Runs of consecutive lines that start with "|": one Markdown table each."""
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
+def test_the_readme_excerpts_generated_tables_verbatim():
+    """A README table whose header is a generated results table is a slice of that file, line for
+    line: regenerating the results without updating the excerpt fails here, not in a user's eyes."""
+    results = {p.name: p.read_text().splitlines() for p in sorted((ROOT / "docs" / "results").glob("*.md"))}
+    excerpts = 0
+    for table in _tables(README):
+        sources = [name for name, lines in results.items() if table[0] in lines]
+        if not sources:
+            continue
+        excerpts += 1
+        assert any(
+            lines[i:i + len(table)] == table for name in sources
+            for lines in [results[name]] for i, line in enumerate(lines) if line == table[0]
+        ), f"README table {table[0]!r} is not a verbatim slice of docs/results/{sources}"
+    assert excerpts >= 1, "the Quickstart shows an excerpt of the main command's final table"
