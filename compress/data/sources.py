@@ -61,7 +61,7 @@ def load_dataset(spec: str | None = None, *, quiet: bool = False, image_size: in
                                  workers=workers)
     if stream:
         raise CompressError("--stream reads image folders (--data imagefolder:PATH); CIFAR-10 is always held "
-                            "in memory (150 MB decoded)", "drop --stream")
+                            "in memory (176 MiB decoded)", "drop --stream")
     if image_size is not None:
         return resized_dataset(load_dataset(spec, quiet=quiet), image_size)
     if spec == "sample":
