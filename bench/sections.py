@@ -222,7 +222,7 @@ SECTIONS: tuple[Section, ...] = (
               C + ("train", *TINY, *DATA, "--epochs", "1", "--precision", "fp32", "--out", "fp32.pt"), show="tail"),
          Step(C + ("compare", "recipe.pt", "batch128.pt", "fp32.pt", *DATA, "--evaluate-on", "val"))),
         minutes=13),
-    Section("suite", "The assignment's four models over three seeds", (
+    Section("suite", "Four models, OMP/IMP × unstructured/filter, over three seeds", (
         "`compress all` three times (seeds 0, 1 and 2, a dense baseline per seed): dense, OMP and IMP "
         "unstructured 80%, OMP and IMP filter 40%, each slimmed, exported, quantized and benchmarked, "
         "and a report over the seeds with paired bootstrap comparisons (seeds and images resampled "

@@ -257,7 +257,7 @@ class Slim(Command):
 @command
 class All(Command):
     name = "all"
-    help = "the assignment's full set: dense, OMP/IMP x unstructured/filter, slim, ONNX, benchmark, report"
+    help = "the full comparison: dense, OMP/IMP x unstructured/filter, slim, ONNX, benchmark, report; --seeds repeats it"
 
     def add_arguments(self, p):
         add_dense_args(p)

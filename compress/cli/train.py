@@ -90,7 +90,7 @@ class Train(Command):
 @command
 class Sparsity(Command):
     name = "sparsity"
-    help = "per-layer and overall sparsity of a model (the assignment's test_sparity), as a table and JSON"
+    help = "per-layer and overall sparsity of a model (zeros over weights, as docs/concepts.md defines it), as a table and JSON"
 
     def add_arguments(self, p):
         p.add_argument("model", type=Path, help="any checkpoint of ours")

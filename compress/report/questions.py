@@ -26,7 +26,7 @@ TEXT = _blocks(Path(__file__).with_name("questions.md"))
 
 
 def questions_section(runs: list[RunData]) -> list[str]:
-    out = ["## Removing the pruned channels (slim) — the assignment's questions", ""]
+    out = ["## Removing the pruned channels (slim): four questions, answered with this run's numbers", ""]
     filt = [r for r in runs if r.kind == Kind.FILTER]
     for r in runs:
         if r.kind != Kind.FILTER:
