@@ -52,7 +52,7 @@ def confidence_section(runs: list[RunData]) -> list[str]:
              f"Two models scored on the same {n} test images differ only where they disagree; McNemar's exact test "
              "on those images gives the p-value, and the interval is that of the paired difference. One seed: "
              "the training noise between seeds is not in these intervals (see `--seeds`). "
-             f"{len(results)} comparisons at the 5% level: about {len(results) / 20:.1f} 'better' verdicts are "
+             f"{len(results)} comparison{'s' if len(results) != 1 else ''} at the 5% level: about {len(results) / 20:.1f} 'better' verdicts are "
              "expected by chance alone (no correction for multiple comparisons is applied).", ""]
             + [f"- {sentence(r)}" for r in results] + [""] + _on_validation(runs))
 
@@ -77,7 +77,7 @@ def rounds_section(runs: list[RunData]) -> list[str]:
         retrain = job.get("retrain", {})
         out += [f"**{r.label}** ({job.get('rounds', 1)} round{'s' if job.get('rounds', 1) != 1 else ''}, "
                 f"{job.get('schedule', '')} schedule, rewind `{job.get('rewind', '')}`, criterion "
-                f"`{job.get('criterion', 'magnitude')}`, {retrain.get('epochs', '?')} retraining epochs in all, "
+                f"`{job.get('criterion', 'magnitude')}`, {retrain.get('epochs', '?')} retraining epoch{'' if retrain.get('epochs') == 1 else 's'} in all, "
                 f"peak lr {retrain.get('lr', '?')}{_distilled(r.manifest.get('distill'))})", ""]
         rows = [[k["round"], fmt_pct(k.get("target")), fmt_pct(k.get("sparsity")), fmt_acc(k.get("acc_after_prune")),
                  fmt_acc(k.get("acc_after_retrain")),
