@@ -226,55 +226,69 @@ def out_stem(source: str) -> str:
     return "zoo" if source == "torchvision" else f"zoo_{source}"
 
 
-def earlier_commands(args) -> list[str]:
-    """The commands of the runs that wrote the rows being resumed."""
+def earlier_doc(args) -> dict:
+    """The zoo file being resumed (empty without --resume or a file), in today's format: each row
+    names the run that measured it (`run`: the id of one of `runs`, each with its command,
+    machine and versions). A file of the first format, which kept one list of commands and one
+    machine for all its rows, becomes one run standing for all of them."""
     path = args.out / f"{out_stem(args.source)}.json"
-    doc = json.loads(path.read_text()) if args.resume and path.is_file() else {}
-    return doc.get("commands") or ([doc["command"]] if "command" in doc else [])
-
-
-def earlier_rows(args) -> list[dict]:
-    """The rows an interrupted run of the same source and image size wrote (none otherwise),
-    less those that failed (a bug of ours, perhaps fixed since)."""
-    path = args.out / f"{out_stem(args.source)}.json"
-    if not path.is_file():
-        return []
+    if not (args.resume and path.is_file()):
+        return {}
     doc = json.loads(path.read_text())
     if doc.get("source") != args.source or doc.get("image_size") != args.image_size:
         raise CompressError(f"{path} holds a run of {doc.get('source')} at {doc.get('image_size')} px",
                             "resume with the same --source and --image-size, or choose another --out")
-    redo = set(args.redo.split(",")) if args.redo else set()
-    # a failure is ours, perhaps fixed since: run it again, with the models named in --redo
-    # the family is named by today's code (not a measurement), so kept rows and new ones agree
-    return [{**r, "family": family(args.source, r["model"])} for r in doc.get("rows", [])
+    if "runs" not in doc:
+        commands = doc.get("commands") or ([doc["command"]] if "command" in doc else [])
+        doc["runs"] = [{"id": 1, "started": doc.get("started"), "command": " then ".join(commands),
+                        "machine": doc.get("machine", {}), "versions": doc.get("versions", {})}]
+        doc["rows"] = [{**r, "run": 1} for r in doc.get("rows", [])]
+    return doc
+
+
+def earlier_rows(doc: dict, redo: set[str]) -> list[dict]:
+    """The rows of the run being resumed, less those named in --redo and those that failed (a
+    failure is a bug of ours, perhaps fixed since). The family is named by today's code (not a
+    measurement), so kept rows and new ones agree."""
+    return [{**r, "family": family(doc["source"], r["model"])} for r in doc.get("rows", [])
             if r.get("status") != "failed" and r["model"] not in redo]
 
 
-def write(rows: list[dict], args, started: str, done: bool, commands: list[str]) -> None:
-    doc = {"format": "compress-zoo/1", "source": args.source, "image_size": args.image_size, "ratio": RATIO,
-           "machine": machine(), "versions": versions(), "started": started, "finished": done,
-           "commands": commands, "rows": rows}
+def write(rows: list[dict], args, runs: list[dict], done: bool) -> None:
+    """zoo.json and zoo.md; `runs` keeps only the runs some row still comes from."""
+    measured = {r["run"] for r in rows}
+    doc = {"format": "compress-zoo/2", "source": args.source, "image_size": args.image_size, "ratio": RATIO,
+           "finished": done, "runs": [r for r in runs if r["id"] in measured], "rows": rows}
     stem = out_stem(args.source)
     atomic_write(args.out / f"{stem}.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1)))
     atomic_write(args.out / f"{stem}.md", lambda tmp: tmp.write_text(markdown(doc)))
 
 
+def machine_line(m: dict, v: dict) -> str:
+    return (f"{m.get('cpu', '?')}, {m.get('cpu_count', '?')} CPUs (int8: {', '.join(m.get('cpu_int8') or ['none'])}; "
+            f"bf16: {'yes' if m.get('cpu_bf16') else 'no'}); versions: " + ", ".join(f"{k} {x}" for k, x in v.items()))
+
+
 def markdown(doc: dict) -> str:
     rows = sorted(doc["rows"], key=lambda r: r["model"])
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "refused", "failed", "not run")}
-    m = doc["machine"]
+    runs = doc["runs"]
+    machines = {machine_line(r["machine"], r["versions"]) for r in runs}
+    shared = len(machines) == 1  # one machine line, else one per run
+    header = [f"- machine: {next(iter(machines))}"] if shared else []
+    header.append(f"- measured by {len(runs)} run{'s' if len(runs) != 1 else ''} "
+                  f"({'complete' if doc['finished'] else 'unfinished'}); {out_stem(doc['source'])}.json names each row's run:")
+    for r in runs:
+        n = sum(row["run"] == r["id"] for row in rows)
+        header.append(f"  - `{r['command']}` (started {r['started']}; {n} row{'s' if n != 1 else ''})"
+                      + ("" if shared else f"; machine: {machine_line(r['machine'], r['versions'])}"))
     lines = [f"# Model zoo: {doc['source']}", "",
              f"Every {doc['source']} classifier through build -> layers -> OMP filter {doc['ratio']:.0%} (conv "
              "filters, MLP hidden widths, attention heads; uniform layer ratios) -> one masked training epoch of 256 "
              "images -> slim -> ONNX + parity -> INT8 -> ONNX Runtime CPU latency (batch 1, dense / slim, "
              "interleaved). Random init: this checks the mechanics, not accuracy. `refused` is the one-line error the "
              "CLI prints; `not run` a model this machine's memory cannot take.", "",
-             "- generated by " + " then ".join(c if c.startswith("earlier runs") else f"`{c}`" for c in doc["commands"])
-             + f" ({'complete' if doc['finished'] else 'unfinished'}; last run started {doc['started']}); a resumed "
-             "run keeps the rows before it as they were measured",
-             f"- machine: {m.get('cpu', '?')}, {m.get('cpu_count', '?')} CPUs (int8: "
-             f"{', '.join(m.get('cpu_int8') or ['none'])}; bf16: {'yes' if m.get('cpu_bf16') else 'no'}); versions: "
-             + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()),
+             *header,
              f"- {len(rows)} models: " + ", ".join(f"{v} {k}" for k, v in counts.items()), "",
              "| model | family | status | px | MACs × | params × | slim = masked | ONNX parity | INT8 agreement | "
              "speed-up (ORT CPU, b1) | reason |",
@@ -307,13 +321,16 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now().isoformat(timespec="seconds")
     base = load_dataset("sample", quiet=True)
     try:
-        rows = earlier_rows(args) if args.resume else []
+        doc = earlier_doc(args)
     except CompressError as e:
         err.print(f"[bold red]error:[/bold red] {e}", soft_wrap=True)
         return 2
+    rows = earlier_rows(doc, set(args.redo.split(",")) if args.redo else set())
     done = {r["model"] for r in rows}
     command = " ".join(["python -m compress.bench.zoo", *(argv if argv is not None else sys.argv[1:])])
-    commands = [*earlier_commands(args), command]
+    run_id = 1 + max((r["id"] for r in doc.get("runs", [])), default=0)
+    runs = [*doc.get("runs", []), {"id": run_id, "started": started, "command": command, "machine": machine(),
+                                   "versions": versions()}]
     names = [n for n in model_list(args.source, args.models) if n not in done]
     with tempfile.TemporaryDirectory(prefix="zoo-") as work:
         for i, name in enumerate(names):
@@ -321,12 +338,12 @@ def main(argv: list[str] | None = None) -> int:
             row = run_one(args.source, name, args.image_size, base, Path(work), args.max_gb, not args.no_latency)
             err.print(f"{row['status']} ({row['seconds']} s){': ' + row['reason'][:120] if row['reason'] else ''}",
                       soft_wrap=True)
-            rows.append(row)
-            write(rows, args, started, done=False, commands=commands)
+            rows.append({**row, "run": run_id})
+            write(rows, args, runs, done=False)
             for f in Path(work).iterdir():
                 f.unlink()
             gc.collect()
-    write(rows, args, started, done=True, commands=commands)
+    write(rows, args, runs, done=True)
     out.print(f"{sum(r['status'] == 'ok' for r in rows)}/{len(rows)} ok; written to {args.out}")
     return 0
 

@@ -186,8 +186,34 @@ def test_an_interrupted_zoo_run_resumes(tmp_path):
     assert zoo.main(["--models", "no_such_model,squeezenet1_0", "--resume", *base]) == 0
     doc = json.loads((tmp_path / "zoo.json").read_text())
     assert [r["model"] for r in doc["rows"]] == ["no_such_model", "squeezenet1_0"] and doc["rows"][0] == first[0]
-    assert len(doc["commands"]) == 2 and "--resume" in doc["commands"][1]
+    assert [r["id"] for r in doc["runs"]] == [1, 2] and "--resume" in doc["runs"][1]["command"]
+    assert [r["run"] for r in doc["rows"]] == [1, 2]  # each row names the run that measured it
+    assert doc["runs"][1]["machine"]["cpu_count"] and "1 row)" in (tmp_path / "zoo.md").read_text()
     assert zoo.main(["--resume", "--image-size", "64", "--out", str(tmp_path)]) == 2  # another run's rows: refused
+
+
+def test_a_zoo_file_names_only_the_runs_its_rows_come_from(tmp_path, monkeypatch):
+    """A run all of whose rows were measured again later leaves the header; a file of the first
+    format (one list of commands for every row) is read as one run."""
+    from compress.bench import zoo
+
+    monkeypatch.setattr(zoo, "run_one", lambda source, name, *a: {"model": name, "family": "x", "status": "ok",
+                                                                   "reason": "", "seconds": 0.1})
+    old = {"format": "compress-zoo/1", "source": "torchvision", "image_size": 32, "started": "2026-01-01T00:00:00",
+           "finished": True, "commands": ["python -m bench.zoo --models a", "python -m bench.zoo --models b"],
+           "machine": {"cpu": "old CPU"}, "versions": {}, "rows": [{"model": m, "status": "ok"} for m in "ab"]}
+    (tmp_path / "zoo.json").write_text(json.dumps(old))
+    base = ["--image-size", "32", "--no-latency", "--out", str(tmp_path), "--resume"]
+    assert zoo.main(["--models", "a,b", "--redo", "a", *base]) == 0
+    doc = json.loads((tmp_path / "zoo.json").read_text())
+    assert [r["command"] for r in doc["runs"]][0] == "python -m bench.zoo --models a then python -m bench.zoo --models b"
+    assert [r["run"] for r in doc["rows"]] == [1, 2]
+    text = (tmp_path / "zoo.md").read_text()
+    assert "old CPU" in text and "measured by 2 runs" in text  # two machines: one line per run
+    assert zoo.main(["--models", "a,b", "--redo", "b", *base]) == 0  # b measured again: the old run owns nothing
+    doc = json.loads((tmp_path / "zoo.json").read_text())
+    assert [r["id"] for r in doc["runs"]] == [2, 3] and [r["run"] for r in doc["rows"]] == [2, 3]
+    assert "old CPU" not in (tmp_path / "zoo.md").read_text()
 
 
 def test_a_slim_model_torch_pruning_broke_is_one_error_line():
