@@ -12,7 +12,7 @@ from compress.kinds import ALLOCATIONS, CRITERIA, CRITERION, PLAN_COSTS, PLAN_SE
 from compress.options import comma_list, non_negative_int, number, number_list, option, positive_int
 
 KINDS = ("unstructured", "filter")
-# Unstructured: the lab's range, where a trained CNN goes from "no loss" to "collapsed".
+# Unstructured: the range where a trained CNN goes from "no loss" to "collapsed".
 # Filter: whole filters go much sooner (a pruned filter removes a feature map everything
 # downstream reads), so the interesting part starts near 5% and is over well before 90%;
 # 0.01 steps are about one filter of a 64-filter layer.
@@ -32,8 +32,8 @@ class SweepOptions:
                                  default_text=_per_kind(0), aliases=("--first",))
     stop: float | None = option(None, "--stop", "last sparsity", parse=number, metavar="S", default_text=_per_kind(1))
     step: float | None = option(None, "--step", "step", parse=number, metavar="S", default_text=_per_kind(2))
-    allocation: str = option("global", "--allocation", "global: one ranking over all layers decides where to prune, "
-                             "as the lab's MATLAB example; uniform: the same ratio for every layer",
+    allocation: str = option("global", "--allocation", "global: one ranking over all layers decides where to prune "
+                             "(layers of small weights lose more); uniform: the same ratio for every layer",
                              choices=ALLOCATIONS)
     criteria: tuple[str, ...] = option((CRITERION,), "--criterion", f"{', '.join(CRITERIA)}; comma-separated for "
                                        "several (one curve each, one figure)", metavar="LIST", from_text=comma_list)

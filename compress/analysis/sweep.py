@@ -1,6 +1,6 @@
 """One-shot sparsity sweep: prune a trained model at many sparsities and see where it breaks.
 
-The lab's question is where accuracy gives way, so the sweep must be fine (91 points from
+The question is where accuracy gives way, so the sweep must be fine (91 points from
 80% to 98%) and each point cheap. A point restores the original weights (a tensor copy, no
 file read), applies masks cut from scores sorted once per layer, and evaluates with
 BatchNorm folded into the convs in channels-last layout: 3-4.5 s per point for full-width
