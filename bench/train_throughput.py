@@ -27,7 +27,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from compress.console import err, out
+from compress.console import counted, err, out
 from compress.data import Dataset, load_dataset
 from compress.env import machine, resolve_device
 from compress.errors import CompressError
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine()
     threads = torch.get_num_threads()
-    where = info["gpu"] if device.type == "cuda" else f"{info['cpu']} ({threads} thread{'' if threads == 1 else 's'})"
+    where = info["gpu"] if device.type == "cuda" else f"{info['cpu']} ({counted(threads, 'thread')})"
     out.print(f"[bold]training throughput[/bold]: {args.model} width {args.width}, batch {args.batch_size}, "
               f"{args.steps} steps per run, {args.runs} interleaved runs per loop after a {args.warmup_steps}-step "
               f"warm-up run; device {device} = {where}; "

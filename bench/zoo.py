@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 import torchvision
 
-from compress.console import err, out
+from compress.console import counted, err, out
 from compress.data import Dataset, load_dataset
 from compress.data.imagefolder import resized_dataset
 from compress.env import machine, versions
@@ -276,11 +276,11 @@ def markdown(doc: dict) -> str:
     machines = {machine_line(r["machine"], r["versions"]) for r in runs}
     shared = len(machines) == 1  # one machine line, else one per run
     header = [f"- machine: {next(iter(machines))}"] if shared else []
-    header.append(f"- measured by {len(runs)} run{'s' if len(runs) != 1 else ''} "
+    header.append(f"- measured by {counted(len(runs), 'run')} "
                   f"({'complete' if doc['finished'] else 'unfinished'}); {out_stem(doc['source'])}.json names each row's run:")
     for r in runs:
         n = sum(row["run"] == r["id"] for row in rows)
-        header.append(f"  - `{r['command']}` (started {r['started']}; {n} row{'s' if n != 1 else ''})"
+        header.append(f"  - `{r['command']}` (started {r['started']}; {counted(n, 'row')})"
                       + ("" if shared else f"; machine: {machine_line(r['machine'], r['versions'])}"))
     lines = [f"# Model zoo: {doc['source']}", "",
              f"Every {doc['source']} classifier through build -> layers -> OMP filter {doc['ratio']:.0%} (conv "

@@ -13,6 +13,11 @@ out = Console(highlight=False, width=_WIDTH)
 err = Console(stderr=True, highlight=False, width=_WIDTH)
 
 
+def counted(n, noun: str, spec: str = "") -> str:
+    """A count and its noun, singular for exactly one: '1 run', '3 runs', '0.5 points'."""
+    return f"{n:{spec}} {noun}{'' if n == 1 else 's'}"
+
+
 def notice(message: str) -> None:
     """A visible, non-fatal remark (which data is in use, what was skipped and why)."""
     err.print(f"[yellow]note:[/yellow] {message}")

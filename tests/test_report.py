@@ -163,3 +163,12 @@ def test_unfinished_run_is_reported_not_refused(suite, tmp_path):
     text = write_report(run).read_text()
     assert "unfinished (status running)" in text and "rounds/round_1.pt" in text
     assert (run / "figures" / "mask_imp_filter.png").exists()
+
+
+def test_a_count_reads_as_words():
+    """One helper says '1 run' and '2 runs' wherever a report, table or figure counts something."""
+    from compress.console import counted
+
+    assert [counted(1, "run"), counted(2, "run"), counted(0, "row")] == ["1 run", "2 runs", "0 rows"]
+    assert counted(0.5, "point", "g") == "0.5 points" and counted(1.0, "point", "g") == "1 point"
+    assert counted("?", "retraining epoch") == "? retraining epochs"  # a count the manifest lacks

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 
 from compress.analysis.goals import latency_value, speedup_value
+from compress.console import counted
 from compress.errors import CompressError, did_you_mean
 from compress.kinds import ALLOCATIONS, CRITERIA, CRITERION, PLAN_COSTS, PLAN_SEARCHES
 from compress.options import comma_list, non_negative_int, number, number_list, option, positive_int
@@ -89,7 +90,7 @@ class SweepOptions:
         if self.recalibrate_bn:
             parts.append(f"BatchNorm re-estimated on {self.recalibrate_bn * self.finetune_batch} images")
         if self.finetune_steps:
-            parts.append(f"{self.finetune_steps} masked fine-tune step{'s' if self.finetune_steps != 1 else ''}")
+            parts.append(counted(self.finetune_steps, "masked fine-tune step"))
         return " + ".join(parts)
 
 

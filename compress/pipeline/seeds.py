@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from compress.analysis.comparisons import BOOTSTRAP, across_seeds, correctness, sentence
-from compress.console import out
+from compress.console import counted, out
 from compress.errors import CompressError
 from compress.io import atomic_write
 from compress.stats import mean_sd, with_ci
@@ -166,7 +166,7 @@ def report_lines(s: dict) -> list[str]:
                   "interval and p-value come from a paired bootstrap that resamples seeds and test images together "
                   f"({BOOTSTRAP} resamples), so both the training noise and the "
                   "test-set noise are in them. Per-seed differences are listed after each sentence. "
-                  f"{len(s['comparisons'])} comparison{'s' if len(s['comparisons']) != 1 else ''} at the 5% level: about {len(s['comparisons']) / 20:.1f} "
+                  f"{counted(len(s['comparisons']), 'comparison')} at the 5% level: about {len(s['comparisons']) / 20:.1f} "
                   "'better' verdicts are expected by chance alone (no correction for multiple comparisons).", ""]
         for c in s["comparisons"]:
             lines.append(f"- {c['sentence']} (per seed: {', '.join(f'{d:+.2f}' for d in c['per_seed_points'])})")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 
+from compress.console import counted
 from compress.kinds import Kind
 from compress.plots.base import (
     DENSE_COLOR,
@@ -38,7 +39,7 @@ def sweep_figure(curves: dict[str, list[dict]], dense_acc: float, path: Path, *,
     ax.axhline(dense_acc, color=DENSE_COLOR, ls="--", lw=1.2, label=f"dense ({dense_acc:.2f}% on {split_name})")
     se = f" (one standard error on {images} images: {standard_error:.1f})" if standard_error is not None and images else ""
     ax.axhspan(dense_acc - tolerance, dense_acc, color="#999999", alpha=0.3, lw=0,
-               label=f"within {tolerance:g} point{'s' if tolerance != 1 else ''} of dense{se}")
+               label=f"within {counted(tolerance, 'point', 'g')} of dense{se}")
     xs_all = []
     for name, pts in curves.items():
         st = criterion_style(name)
@@ -72,8 +73,8 @@ def sweep_figure(curves: dict[str, list[dict]], dense_acc: float, path: Path, *,
         ax.plot([], [], color="#555555", lw=1.4, label=f"solid: after {treatment}")
         ax.plot([], [], color="#555555", lw=1, ls="--", alpha=0.7, label="dashed: one-shot, as pruned")
     ax.plot([], [], marker="*", ms=12, color="#777777", mec="black", ls="none",
-            label=f"trade-off: last sparsity before accuracy first falls\nmore than {tolerance:g} "
-                  f"point{'s' if tolerance != 1 else ''} below dense (else the curve's knee)")
+            label=f"trade-off: last sparsity before accuracy first falls\nmore than "
+                  f"{counted(tolerance, 'point', 'g')} below dense (else the curve's knee)")
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", fontsize=8, frameon=False, ncol=2 if len(labels) > 3 else 3)
     return save(fig, path)

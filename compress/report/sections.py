@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from compress.analysis.comparisons import correctness, one_seed, sentence
+from compress.console import counted
 from compress.kinds import Kind
 from compress.prune.schedule import teacher_summary
 from compress.prune.sparsity import DEFINITIONS
@@ -52,7 +53,7 @@ def confidence_section(runs: list[RunData]) -> list[str]:
              f"Two models scored on the same {n} test images differ only where they disagree; McNemar's exact test "
              "on those images gives the p-value, and the interval is that of the paired difference. One seed: "
              "the training noise between seeds is not in these intervals (see `--seeds`). "
-             f"{len(results)} comparison{'s' if len(results) != 1 else ''} at the 5% level: about {len(results) / 20:.1f} 'better' verdicts are "
+             f"{counted(len(results), 'comparison')} at the 5% level: about {len(results) / 20:.1f} 'better' verdicts are "
              "expected by chance alone (no correction for multiple comparisons is applied).", ""]
             + [f"- {sentence(r)}" for r in results] + [""] + _on_validation(runs))
 
@@ -75,9 +76,9 @@ def rounds_section(runs: list[RunData]) -> list[str]:
             continue
         job = r.job
         retrain = job.get("retrain", {})
-        out += [f"**{r.label}** ({job.get('rounds', 1)} round{'s' if job.get('rounds', 1) != 1 else ''}, "
+        out += [f"**{r.label}** ({counted(job.get('rounds', 1), 'round')}, "
                 f"{job.get('schedule', '')} schedule, rewind `{job.get('rewind', '')}`, criterion "
-                f"`{job.get('criterion', 'magnitude')}`, {retrain.get('epochs', '?')} retraining epoch{'' if retrain.get('epochs') == 1 else 's'} in all, "
+                f"`{job.get('criterion', 'magnitude')}`, {counted(retrain.get('epochs', '?'), 'retraining epoch')} in all, "
                 f"peak lr {retrain.get('lr', '?')}{_distilled(r.manifest.get('distill'))})", ""]
         rows = [[k["round"], fmt_pct(k.get("target")), fmt_pct(k.get("sparsity")), fmt_acc(k.get("acc_after_prune")),
                  fmt_acc(k.get("acc_after_retrain")),

@@ -10,6 +10,7 @@ import datetime
 import shlex
 from pathlib import Path
 
+from compress.console import counted
 from compress.io import atomic_write
 from compress.models.sources import label
 from compress.report.deploy import deploy_section, imported_section, plan_section
@@ -89,7 +90,7 @@ def write_report(run_dir: Path, *, mask_layer: str | None = None) -> Path:
                                    f"(width {spec.get('width', 1):g}) on {ds.get('name', '?')}")
     lines = [title, "",
              f"Generated {datetime.datetime.now().isoformat(timespec='seconds')} by `compress report` from `{folder}` "
-             f"({len(runs)} run{'s' if len(runs) != 1 else ''}).", ""]
+             f"({counted(len(runs), 'run')}).", ""]
     problems = list(top.get("_problems", [])) + [f"{r.label}: {p}" for r in runs for p in r.problems]
     if problems:
         lines += ["> **Incomplete inputs:** " + "; ".join(problems), ""]

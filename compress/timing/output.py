@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from compress.console import counted
 from compress.io import atomic_write
 from compress.timing.latency import RESULT_KEYS
 
@@ -69,7 +70,7 @@ def results_table(report: dict) -> Table:
     machine, settings = report["machine"], report["settings"]
     where = machine.get("gpu") if settings["device"].startswith("cuda") else machine.get("cpu")
     threads = settings["threads"]
-    t = Table(title=f"latency on {where} ({threads} CPU thread{'' if threads == 1 else 's'})",
+    t = Table(title=f"latency on {where} ({counted(threads, 'CPU thread')})",
               caption=f"median of timed runs after warm-up; spread = p25–p75 (IQR) and min; speed-up = "
                       f"{report['models'][0]['name']} median / model median, same runtime and batch, measured "
                       f"interleaved. torch {machine.get('torch')}, onnxruntime {machine.get('onnxruntime', '–')}")
