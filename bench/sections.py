@@ -43,6 +43,10 @@ C = ("-m", "compress")
 TINY = ("--model", "vgg13", "--width", "0.125")
 DATA = ("--data", "sample")
 ONLY_TRAIN = ("--no-export", "--no-quantize", "--no-bench", "--no-report")
+# --quick runs whose INT8 stage is not the point: a one-epoch tiny model scores near chance, and
+# the speed-up run's widths are chosen by timings that differ between machines, so whether INT8
+# keeps such a model within a point is noise. The stage still runs and writes its files.
+ANY_DROP = ("--max-drop", "100")
 
 DENSE = Step(C + ("train", *DATA, "--out", "dense.pt"),
              C + ("train", *TINY, *DATA, "--epochs", "1", "--out", "dense.pt"), show="tail")
@@ -63,7 +67,7 @@ SECTIONS: tuple[Section, ...] = (
         "validation gate, the fastest runtime per model and batch size)."),
         (Step(C + ("filter", "--ratio", "0.4", "--imp", "3", *DATA, "--out", "run"),
               C + ("filter", *TINY, "--ratio", "0.4", "--omp", *DATA, "--dense-epochs", "1", "--epochs", "1",
-                   "--out", "run"), run_folder="run"),), minutes=7),
+                   *ANY_DROP, "--out", "run"), run_folder="run"),), minutes=7),
     Section("runtimes", "The fastest runtime on this CPU", (
         "VGG13 (random weights: speed does not depend on the values) dense and slimmed by the shipped "
         "40% filter file, on every CPU runtime installed: ONNX Runtime fp32 and INT8, OpenVINO fp32, bf16 "
@@ -172,7 +176,7 @@ SECTIONS: tuple[Section, ...] = (
                "--mixes", "1", "--budget", "0.05", "--out", "planner"), show="tables"),
          Step(C + ("filter", "--speedup", "2", "--omp", "--checkpoint", "dense.pt", *DATA, "--out", "speedup2"),
               C + ("filter", "--speedup", "1.2", "--omp", "--checkpoint", "dense.pt", *DATA, "--epochs", "1",
-                   "--out", "speedup2"), show="tables")),
+                   *ANY_DROP, "--out", "speedup2"), show="tables")),
         minutes=14, dense=True),
     Section("your_model", "Your own model: a .py file and a torchvision model", (
         "A VGG13 written the way CIFAR model zoos write it (`docs/examples/my_vgg.py`), trained by a plain "
@@ -184,12 +188,13 @@ SECTIONS: tuple[Section, ...] = (
          Step(C + ("filter", "--ratio", "0.4", "--imp", "3", "--model", "{repo}/docs/examples/my_vgg.py:vgg13",
                    "--checkpoint", "my_vgg.pth", *DATA, "--out", "byom_vgg"),
               C + ("filter", "--ratio", "0.4", "--omp", "--epochs", "1", "--model",
-                   "{repo}/docs/examples/my_vgg.py:vgg13", "--checkpoint", "my_vgg.pth", *DATA, "--out", "byom_vgg"),
+                   "{repo}/docs/examples/my_vgg.py:vgg13", "--checkpoint", "my_vgg.pth", *DATA, *ANY_DROP,
+                   "--out", "byom_vgg"),
               show="tables", figures=("byom_vgg/bench/bench.png",)),
          Step(C + ("filter", "--ratio", "0.4", "--imp", "3", "--model", "torchvision:resnet18", *DATA,
                    "--dense-epochs", "6", "--epochs", "3", "--out", "byom_r18"),
               C + ("filter", "--ratio", "0.4", "--omp", "--model", "torchvision:resnet18", "--width", "0.125",
-                   *DATA, "--dense-epochs", "1", "--epochs", "1", "--out", "byom_r18"), show="tables")),
+                   *DATA, "--dense-epochs", "1", "--epochs", "1", *ANY_DROP, "--out", "byom_r18"), show="tables")),
         minutes=17),
     Section("distributed", "Scaling out: one process against two Gloo processes", (
         "One epoch of the dense VGG13 recipe (global batch 64) in one process at 2 threads, then under "
@@ -228,7 +233,8 @@ SECTIONS: tuple[Section, ...] = (
         "and a report over the seeds with paired bootstrap comparisons (seeds and images resampled "
         "together). Recipes and ratio files are chosen on validation; test is reported."),
         (Step(C + ("all", *DATA, "--seeds", "0,1,2", "--out", "suite"),
-              C + ("all", *TINY, *DATA, "--dense-epochs", "1", "--epochs", "3", "--seeds", "0,1", "--out", "suite"),
+              C + ("all", *TINY, *DATA, "--dense-epochs", "1", "--epochs", "3", "--seeds", "0,1", *ANY_DROP,
+                   "--out", "suite"),
               markdown="suite/report.md"),), minutes=41),
     Section("distill", "Winning accuracy back with distillation", (
         "OMP retraining with and without knowledge distillation (α 0.5, T 4) at filter 70% and "
