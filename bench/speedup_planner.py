@@ -7,7 +7,8 @@ against uniform widths, measured side by side.
 On the trained VGG13 baseline of the bundled sample (the cached one; trained first if absent):
 1. `compress plan` for each target (greedy search, the default) and, for comparison, the exact
    search at the same targets: predicted and measured speed-up, cost (training-loss increase);
-2. the shipped 40% ratio file's measured speed-up, and a plan for that same speed-up;
+2. the shipped 40% ratio file's measured speed-up, and a plan for that same speed-up (where it
+   is faster than dense: on a tiny model it may not be);
 3. for every plan, uniform widths with the same MACs: the same ratio for every layer, kept
    widths unrounded (as most tools do) and rounded to multiples of 16;
 4. one final interleaved run of all of them against dense: the speed-ups reported;
