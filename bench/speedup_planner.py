@@ -133,6 +133,12 @@ def run(args) -> dict:
     ckpt = dense_checkpoint(args.checkpoint)
     spec = ModelSpec.from_dict(ckpt["model"])
     model = model_from_checkpoint(ckpt).cpu().eval()
+    try:  # before any plan is made or written: the comparison needs the shipped VGG13 file to fit
+        shipped = read_ratio_file(SHIPPED, model, "filter")
+    except CompressError as e:
+        raise CompressError(f"{spec.name} does not take the shipped {SHIPPED.name} ({e.message})",
+                            "this benchmark compares plans with that file: pass a VGG13 checkpoint, or plan your "
+                            "model with `compress plan CHECKPOINT --speedup 2`") from None
     data = load_dataset(ckpt["meta"].get("dataset", {}).get("source", "sample"), quiet=True)
     base = dict(runtime=args.runtime, batch=args.batch, threads=args.threads)
     plans, variants, reuse = {}, {"dense": model}, {}
@@ -148,7 +154,6 @@ def run(args) -> dict:
     for t in targets:
         plan(f"plan_{t:g}x", t)
         plan(f"exact_{t:g}x", t, "exact")
-    shipped = read_ratio_file(SHIPPED, model, "filter")
     variants["shipped"] = slim_copy(model, spec, shipped)
     with SideBySide(spec, args.runtime, args.batch, threads=args.threads) as timer:
         ship_speedup = timer.time({"dense": model, "shipped": variants["shipped"]}, budget_s=3.0)["shipped"]["speedup_vs_dense"]
